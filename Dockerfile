@@ -1,0 +1,25 @@
+# Vigil server image: `docker build -t vigil .` then `docker run -p 8000:8000 vigil`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    VIGIL_DATA_DIR=/var/lib/vigil \
+    VIGIL_MIGRATIONS_DIR=/opt/vigil/alembic
+
+WORKDIR /opt/vigil
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY monitor ./monitor
+COPY dashboard ./dashboard
+COPY simulators ./simulators
+COPY alembic ./alembic
+RUN pip install . \
+    && useradd --system --home-dir /var/lib/vigil --create-home vigil
+
+USER vigil
+VOLUME ["/var/lib/vigil"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+CMD ["vigil", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,24 @@
+"""Typed FastAPI dependencies: the services built by `create_app`."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from app.ingest.service import IngestService
+from app.live.service import LiveService
+from app.storage.db import Database
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_live(request: Request) -> LiveService:
+    live: LiveService = request.app.state.live
+    return live
+
+
+def get_ingest_service(request: Request) -> IngestService:
+    ingest: IngestService = request.app.state.ingest
+    return ingest

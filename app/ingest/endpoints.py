@@ -1,0 +1,37 @@
+"""POST /api/v1/observations: the reference device door."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from app.deps import get_ingest_service
+from app.ingest.schemas import IngestAccepted, ObservationBatchIn
+from app.ingest.service import IngestService
+
+router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+
+@router.post(
+    "/observations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IngestAccepted,
+    responses={
+        404: {"description": "The device id is not registered."},
+        422: {"description": "A field is malformed or implausible; `detail` names each one."},
+    },
+)
+async def post_observations(
+    batch: ObservationBatchIn,
+    ingest: Annotated[IngestService, Depends(get_ingest_service)],
+) -> IngestAccepted:
+    """Store a device's batch of observations, whole or not at all, then publish it live."""
+    stored = await ingest.ingest(batch)
+    return IngestAccepted(
+        device_id=stored.device_identifier,
+        accepted=len(stored.observations),
+        chair_id=stored.chair_id,
+        session_id=stored.session_id,
+        received_time=stored.received_time,
+    )

@@ -1,0 +1,25 @@
+"""Ingest: validate, normalise, commit, then publish; nothing is acknowledged unstored."""
+
+from __future__ import annotations
+
+from app.ingest.repository import StoredBatch, store_batch
+from app.ingest.schemas import ObservationBatchIn
+from app.ingest.validation import normalise_batch
+from app.live.service import LiveService
+from app.settings import Settings
+from app.storage.db import Database
+from app.timeutil import utcnow
+
+
+class IngestService:
+    def __init__(self, db: Database, live: LiveService, settings: Settings) -> None:
+        self._db = db
+        self._live = live
+        self._settings = settings
+
+    async def ingest(self, batch: ObservationBatchIn) -> StoredBatch:
+        received_time = utcnow()
+        observations = normalise_batch(batch, received_time, self._settings.max_future_skew_s)
+        stored = await self._db.run(store_batch, batch.device_id, observations, received_time)
+        await self._live.publish_batch(stored)
+        return stored

@@ -1,0 +1,107 @@
+"""WS /ws/sites/{site_id}: a snapshot, then numbered deltas and heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from app.live import messages
+from app.live.hub import Resync, Subscription
+from app.live.service import LiveService, encode
+from app.live.views import SiteView
+
+router = APIRouter(tags=["live"])
+log = logging.getLogger(__name__)
+
+CLOSE_UNKNOWN_SITE = 4404
+
+
+@router.websocket("/ws/sites/{site_id}")
+async def site_feed(websocket: WebSocket, site_id: int) -> None:
+    live: LiveService = websocket.app.state.live
+    heartbeat_s: float = websocket.app.state.settings.heartbeat_s
+    await websocket.accept()
+    site = await live.site(site_id)
+    if site is None:
+        await websocket.close(code=CLOSE_UNKNOWN_SITE, reason=f"unknown site {site_id}")
+        return
+    subscription, snapshot = live.subscribe(site)
+    channel = _Channel(websocket)
+    try:
+        await channel.send(snapshot)
+        sender = asyncio.create_task(_send(channel, live, site, subscription, heartbeat_s))
+        receiver = asyncio.create_task(_receive(channel, subscription))
+        # Whichever ends first (client gone, send failed) ends the connection.
+        done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            if (exc := task.exception()) and not isinstance(exc, WebSocketDisconnect):
+                log.warning("websocket for site %s ended: %r", site_id, exc)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        live.hub.unsubscribe(subscription)
+
+
+class _Channel:
+    """Serialises sends: the sender and the receiver loops both write to one socket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self._lock = asyncio.Lock()
+
+    async def send(self, text: str) -> None:
+        async with self._lock:
+            await self.websocket.send_text(text)
+
+
+async def _send(
+    channel: _Channel,
+    live: LiveService,
+    site: SiteView,
+    subscription: Subscription,
+    heartbeat_s: float,
+) -> None:
+    last_sent = live.hub.seq(site.site_id)
+    while True:
+        try:
+            item = await asyncio.wait_for(subscription.get(), timeout=heartbeat_s)
+        except TimeoutError:
+            await channel.send(live.heartbeat_text(site.site_id))
+            continue
+        if isinstance(item, Resync):
+            await channel.send(
+                encode(messages.resync(site.site_id, "fell behind or the site changed"))
+            )
+            current = await live.site(site.site_id) or site
+            last_sent = live.hub.seq(site.site_id)
+            await channel.send(live.snapshot_text(current))
+            continue
+        seq, text = item
+        if seq > last_sent:  # deltas already folded into a resync snapshot are skipped
+            await channel.send(text)
+            last_sent = seq
+
+
+async def _receive(channel: _Channel, subscription: Subscription) -> None:
+    """Notice disconnects, and honour a client's own request for a fresh snapshot."""
+    while True:
+        text = await channel.websocket.receive_text()
+        try:
+            request = json.loads(text)
+            kind = request.get("type") if isinstance(request, dict) else None
+        except json.JSONDecodeError:
+            kind = None
+        if kind == "resync":
+            subscription.fall_behind()
+        else:
+            await channel.send(
+                encode(
+                    messages.error('unknown request; the only one accepted is {"type":"resync"}')
+                )
+            )

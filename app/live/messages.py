@@ -1,0 +1,92 @@
+"""The websocket messages, built in one place (docs/API.md describes them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from app.ingest.repository import StoredBatch
+from app.live.views import ChairView, LatestValue, SiteView
+from app.timeutil import iso
+from monitor.vitals import SampleQuality
+
+
+def _value(latest: LatestValue, now: datetime) -> dict[str, Any]:
+    return {
+        "value": latest.value,
+        "unit": latest.unit,
+        "device_time": iso(latest.device_time),
+        "received_time": iso(latest.received_time),
+        "age_s": round((now - latest.received_time).total_seconds(), 3),
+        "quality": SampleQuality(latest.quality).names(),
+    }
+
+
+def _chair(chair: ChairView, now: datetime) -> dict[str, Any]:
+    session = chair.session
+    return {
+        "chair_id": chair.chair_id,
+        "name": chair.name,
+        "position": chair.position,
+        "devices": chair.devices,
+        "session": None
+        if session is None
+        else {
+            "session_id": session.session_id,
+            "phase": session.phase,
+            "patient_initials": session.patient_initials,
+            "started_at": iso(session.started_at),
+            "infusion_started_at": iso(session.infusion_started_at)
+            if session.infusion_started_at
+            else None,
+        },
+        "vitals": {code: _value(latest, now) for code, latest in chair.vitals.items()},
+    }
+
+
+def snapshot(site: SiteView, seq: int, now: datetime) -> dict[str, Any]:
+    return {
+        "type": "snapshot",
+        "site_id": site.site_id,
+        "site_name": site.name,
+        "seq": seq,
+        "server_time": iso(now),
+        "chairs": [
+            _chair(chair, now)
+            for chair in sorted(site.chairs.values(), key=lambda c: (c.position, c.chair_id))
+        ],
+    }
+
+
+def samples(batch: StoredBatch, now: datetime) -> dict[str, Any]:
+    """A delta; the hub adds its `seq`."""
+    return {
+        "type": "samples",
+        "site_id": batch.site_id,
+        "chair_id": batch.chair_id,
+        "session_id": batch.session_id,
+        "server_time": iso(now),
+        "samples": [
+            {
+                "vital": observation.vital.value,
+                "value": observation.value,
+                "unit": observation.unit,
+                "device_time": iso(observation.device_time),
+                "received_time": iso(batch.received_time),
+                "quality": observation.quality.names(),
+            }
+            for observation in batch.observations
+        ],
+    }
+
+
+def heartbeat(site_id: int, seq: int, now: datetime) -> dict[str, Any]:
+    return {"type": "heartbeat", "site_id": site_id, "seq": seq, "server_time": iso(now)}
+
+
+def resync(site_id: int, reason: str) -> dict[str, Any]:
+    return {"type": "resync", "site_id": site_id, "reason": reason}
+
+
+def error(detail: str) -> dict[str, Any]:
+    return {"type": "error", "detail": detail}

@@ -1,0 +1,81 @@
+"""The live view of every site, kept current by ingest and served to websocket clients."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.ingest.repository import StoredBatch
+from app.live import messages
+from app.live.hub import Hub, Subscription
+from app.live.repository import load_site_view
+from app.live.views import LatestValue, SiteView
+from app.storage.db import Database
+from app.timeutil import utcnow
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+class LiveService:
+    """Owns the in-memory site views and the hub; all methods run on the event loop."""
+
+    def __init__(self, db: Database, hub: Hub) -> None:
+        self._db = db
+        self.hub = hub
+        self._sites: dict[int, SiteView] = {}
+
+    async def site(self, site_id: int) -> SiteView | None:
+        """The site's view, loaded from the database the first time it is needed."""
+        view = self._sites.get(site_id)
+        if view is None:
+            view = await self._db.run(load_site_view, site_id)
+            if view is not None:
+                self._sites[site_id] = view
+        return view
+
+    async def reload_site(self, site_id: int) -> None:
+        """Re-read a site after its chairs, devices or sessions changed; clients resync."""
+        view = await self._db.run(load_site_view, site_id)
+        if view is None:
+            self._sites.pop(site_id, None)
+        else:
+            self._sites[site_id] = view
+        self.hub.resync_all(site_id)
+
+    def subscribe(self, site: SiteView) -> tuple[Subscription, str]:
+        """Subscribe and take the matching snapshot in one step (no await between them)."""
+        subscription = self.hub.subscribe(site.site_id)
+        return subscription, self.snapshot_text(site)
+
+    def snapshot_text(self, site: SiteView) -> str:
+        return encode(messages.snapshot(site, self.hub.seq(site.site_id), utcnow()))
+
+    def heartbeat_text(self, site_id: int) -> str:
+        return encode(messages.heartbeat(site_id, self.hub.seq(site_id), utcnow()))
+
+    async def publish_batch(self, batch: StoredBatch) -> None:
+        if batch.site_id is None or batch.chair_id is None:
+            return  # an unbound device: stored and flagged, but on no nurse's screen
+        site = await self.site(batch.site_id)
+        chair = site.chairs.get(batch.chair_id) if site else None
+        if chair is None or chair.session_id != batch.session_id:
+            # The chair or its session changed since the view was loaded. The reload
+            # reads this batch too (it is committed), and every client resyncs.
+            await self.reload_site(batch.site_id)
+            return
+        for observation in batch.observations:
+            code = observation.vital.value
+            current = chair.vitals.get(code)
+            if current is None or current.is_older_than(
+                batch.received_time, observation.device_time
+            ):
+                chair.vitals[code] = LatestValue(
+                    observation.value,
+                    observation.unit,
+                    observation.device_time,
+                    batch.received_time,
+                    int(observation.quality),
+                )
+        self.hub.publish(batch.site_id, messages.samples(batch, utcnow()))

@@ -1,0 +1,70 @@
+"""The application factory: one process serves the API, the websockets and the nurse station."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app import __version__
+from app.errors import install_error_handlers
+from app.ingest.endpoints import router as ingest_router
+from app.ingest.service import IngestService
+from app.live.endpoints import router as live_router
+from app.live.hub import Hub
+from app.live.service import LiveService
+from app.settings import Settings
+from app.sites.directory import DatabaseSiteDirectory
+from app.sites.endpoints import router as sites_router
+from app.storage.db import Database
+from dashboard.app import create_dashboard
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db = Database(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.close()
+
+    app = FastAPI(
+        title="Vigil",
+        version=__version__,
+        summary="Real-time vitals monitoring for IV infusion clinics.",
+        lifespan=lifespan,
+    )
+    live = LiveService(db, Hub(settings.client_queue_size))
+    app.state.settings = settings
+    app.state.db = db
+    app.state.live = live
+    app.state.ingest = IngestService(db, live, settings)
+
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> JSONResponse:
+        """Liveness and database reachability, for load balancers and the IT person."""
+        try:
+            await db.run(lambda session: session.execute(text("SELECT 1")))
+        except Exception as exc:  # any database failure means "not healthy", and says why
+            return JSONResponse(
+                {"status": "unavailable", "database": type(exc).__name__}, status_code=503
+            )
+        body: dict[str, Any] = {"status": "ok", "database": db.engine.dialect.name}
+        body["version"] = __version__
+        return JSONResponse(body)
+
+    app.include_router(ingest_router)
+    app.include_router(sites_router)
+    app.include_router(live_router)
+    # Mounted last: Dash answers every path the API does not.
+    dashboard = create_dashboard(DatabaseSiteDirectory(db))
+    app.mount("/", WSGIMiddleware(dashboard.server))  # type: ignore[arg-type]
+    return app

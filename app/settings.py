@@ -1,0 +1,40 @@
+"""Runtime configuration, read from VIGIL_* environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Where the embedded SQLite file lives."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://vigil@db/vigil. "
+        "Unset: SQLite at <data_dir>/vigil.sqlite.",
+    )
+    migrations_dir: Path = Field(default=REPO_ROOT / "alembic")
+    max_future_skew_s: float = Field(
+        default=600.0,
+        description="How far ahead of the server clock a device time may be before it is refused.",
+    )
+    max_batch: int = Field(default=1000, description="Most observations in one ingest request.")
+    client_queue_size: int = Field(
+        default=512, description="Messages a websocket client may fall behind before a resync."
+    )
+    heartbeat_s: float = Field(default=2.0, description="Websocket heartbeat period.")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vigil.sqlite').resolve()}"

@@ -1,0 +1,49 @@
+"""Queries about sites and chairs."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.errors import NotFoundError
+from app.live.repository import load_site_view
+from app.sites.schemas import ChairOut, SessionOut, SiteDetailOut, SiteOut
+from app.storage.models import Chair, Site
+
+
+def list_sites(session: Session) -> list[SiteOut]:
+    rows = session.execute(
+        select(Site.id, Site.name, func.count(Chair.id))
+        .outerjoin(Chair, Chair.site_id == Site.id)
+        .group_by(Site.id, Site.name)
+        .order_by(Site.name)
+    )
+    return [SiteOut(id=site_id, name=name, chair_count=count) for site_id, name, count in rows]
+
+
+def site_detail(session: Session, site_id: int) -> SiteDetailOut:
+    view = load_site_view(session, site_id)
+    if view is None:
+        raise NotFoundError(f"unknown site {site_id}")
+    chairs = sorted(view.chairs.values(), key=lambda c: (c.position, c.chair_id))
+    return SiteDetailOut(
+        id=view.site_id,
+        name=view.name,
+        chairs=[
+            ChairOut(
+                id=chair.chair_id,
+                name=chair.name,
+                position=chair.position,
+                devices=chair.devices,
+                session=None
+                if chair.session is None
+                else SessionOut(
+                    id=chair.session.session_id,
+                    phase=chair.session.phase,
+                    patient_initials=chair.session.patient_initials,
+                    started_at=chair.session.started_at,
+                ),
+            )
+            for chair in chairs
+        ],
+    )

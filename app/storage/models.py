@@ -1,0 +1,178 @@
+"""The relational model: sites, chairs, devices, patients, sessions, samples, events.
+
+Times are `UTCDateTime`: stored in UTC, returned timezone-aware on every backend.
+Patients are pseudonymous: an opaque id and display initials, never a name.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from app.storage.types import UTCDateTime
+
+# Named constraints let one Alembic history alter tables on SQLite (batch mode) and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SessionPhase(enum.StrEnum):
+    CHECKED_IN = "checked_in"
+    BASELINE = "baseline"
+    INFUSION = "infusion"
+    RECOVERY = "recovery"
+    DISCHARGED = "discharged"
+
+
+class EventKind(enum.StrEnum):
+    CHECK_IN = "check_in"
+    BASELINE_START = "baseline_start"
+    INFUSION_START = "infusion_start"
+    RATE_CHANGE = "rate_change"
+    INFUSION_PAUSE = "infusion_pause"
+    INFUSION_RESUME = "infusion_resume"
+    INFUSION_STOP = "infusion_stop"
+    BP_MEDICATION = "bp_medication"
+    NOTE = "note"
+    DISCHARGE = "discharge"
+
+
+def _str_enum(cls: type[enum.StrEnum]) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        length=24,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    chairs: Mapped[list[Chair]] = relationship(back_populates="site", order_by="Chair.position")
+
+
+class Chair(Base):
+    __tablename__ = "chairs"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(60))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    site: Mapped[Site] = relationship(back_populates="chairs")
+    devices: Mapped[list[Device]] = relationship(back_populates="chair")
+
+
+class Device(Base):
+    """A bedside device or gateway channel; `identifier` is what it calls itself on the wire."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(40), default="multiparameter")
+    chair_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chairs.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    chair: Mapped[Chair | None] = relationship(back_populates="devices")
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
+    initials: Mapped[str] = mapped_column(String(8))
+    weight_kg: Mapped[float | None] = mapped_column(Float)
+    birth_year: Mapped[int | None] = mapped_column(Integer)
+
+
+class InfusionSession(Base):
+    """One patient's visit to one chair, from check-in to discharge."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_chair_id_ended_at", "chair_id", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chair_id: Mapped[int] = mapped_column(ForeignKey("chairs.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    phase: Mapped[SessionPhase] = mapped_column(_str_enum(SessionPhase))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    chair: Mapped[Chair] = relationship()
+    patient: Mapped[Patient] = relationship()
+
+
+class Sample(Base):
+    """One observed value, with the device's clock and Vigil's."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        Index("ix_samples_session_id_vital_device_time", "session_id", "vital", "device_time"),
+        Index("ix_samples_chair_id_vital_received_time", "chair_id", "vital", "received_time"),
+        Index("ix_samples_device_id_received_time", "device_id", "received_time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    chair_id: Mapped[int | None] = mapped_column(ForeignKey("chairs.id"))
+    vital: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16))
+    device_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    quality: Mapped[int] = mapped_column(Integer, default=0)  # monitor.vitals.SampleQuality
+
+
+class SessionEvent(Base):
+    """Something that happened in a session, recorded by a person or a device."""
+
+    __tablename__ = "session_events"
+    __table_args__ = (Index("ix_session_events_session_id_at", "session_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    kind: Mapped[EventKind] = mapped_column(_str_enum(EventKind))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(String(80))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[float | None] = mapped_column(Float)  # e.g. a rate in mg/kg/h
+    unit: Mapped[str | None] = mapped_column(String(24))
+    note: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install Vigil with its test tools and run everything CI runs: ruff, mypy, the pytest suite
+# (SQLite file and the local PostgreSQL, real uvicorn, websockets and headless Chromium).
+# A missing PostgreSQL or Chromium is a failure, never a skip.
+source "$(dirname "$0")/_common.sh"
+ensure_venv "[test]"
+
+# Chromium for the browser tests: Debian's package, driven by Playwright (no browser download).
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium for the browser tests…"
+  apt_install chromium fonts-dejavu-core
+fi
+export VIGIL_TEST_CHROMIUM="${VIGIL_TEST_CHROMIUM:-$(command -v chromium)}"
+
+# PostgreSQL: the suite runs every storage test against it as well as SQLite.
+export VIGIL_TEST_POSTGRES_URL="${VIGIL_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    echo "starting the local PostgreSQL…"
+    for version in /etc/postgresql/*; do
+      as_root pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
+    done
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+if ! .venv/bin/python -c "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1]).connect().close()" \
+  "$VIGIL_TEST_POSTGRES_URL" 2>/dev/null; then
+  echo "error: PostgreSQL is not reachable at $VIGIL_TEST_POSTGRES_URL." >&2
+  echo "       Install and start it (Debian: apt-get install postgresql), or point" >&2
+  echo "       VIGIL_TEST_POSTGRES_URL at a server where that user may create databases." >&2
+  exit 1
+fi
+
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/pytest "$@"

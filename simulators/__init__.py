@@ -1,0 +1,1 @@
+"""Simulated patients and devices. They reach Vigil only through its public doors (HTTP today)."""

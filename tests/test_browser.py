@@ -1,0 +1,117 @@
+"""The nurse station in headless Chromium (Debian's build, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import Clinic, LiveServer
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
+]
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    executable = os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
+    if not executable:
+        pytest.fail("Chromium is required for the browser tests: apt-get install chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def post(server: LiveServer, device: str, *readings: tuple[str, float, str]) -> None:
+    stamp = datetime.now(UTC).isoformat()
+    response = httpx.post(
+        f"{server.http_url}/api/v1/observations",
+        json={
+            "device_id": device,
+            "observations": [
+                {"vital": vital, "value": value, "unit": unit, "device_time": stamp}
+                for vital, value, unit in readings
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+
+
+def tile(page: Page, position: int) -> str:
+    return f".tile:nth-child({position})"
+
+
+def test_posted_values_appear_on_their_tile(
+    page: Page, live_server: LiveServer, clinic: Clinic
+) -> None:
+    page.goto(f"{live_server.http_url}/sites/{clinic.site_id}")
+    expect(page.locator(".tile")).to_have_count(3)
+    expect(page.locator("#link-status")).to_have_text("live")
+    expect(page.locator("#occupancy")).to_have_text("3/3 chairs")
+    expect(page.locator("footer.notice")).to_contain_text("secondary display")
+
+    post(live_server, clinic.device(2), ("spo2", 91, "%"), ("hr", 104, "/min"))
+    second = page.locator(tile(page, 2))
+    expect(second.locator('.vital[data-vital="spo2"] .value')).to_have_text("91", timeout=5000)
+    expect(second.locator('.vital[data-vital="hr"] .value')).to_have_text("104")
+    expect(second.locator('.vital[data-vital="spo2"]')).not_to_have_class("stale")
+    # The other chairs are untouched.
+    expect(page.locator(tile(page, 1)).locator('.vital[data-vital="spo2"] .value')).to_have_text(
+        "---"
+    )
+
+    post(
+        live_server,
+        clinic.device(3),
+        ("nibp_sys", 152, "mm[Hg]"),
+        ("nibp_dia", 96, "mm[Hg]"),
+        ("nibp_mean", 115, "mm[Hg]"),
+    )
+    nibp = page.locator(tile(page, 3)).locator('.vital[data-vital="nibp"]')
+    expect(nibp.locator(".value")).to_have_text("152/96 (115)", timeout=5000)
+    expect(nibp.locator(".age")).to_contain_text("ago")
+
+
+def test_losing_the_server_raises_the_banner(
+    page: Page, live_server: LiveServer, clinic: Clinic
+) -> None:
+    page.goto(f"{live_server.http_url}/sites/{clinic.site_id}")
+    post(live_server, clinic.device(1), ("hr", 77, "/min"))
+    expect(page.locator(tile(page, 1)).locator(".value").first).to_have_text("77", timeout=5000)
+    banner = page.locator("#link-banner")
+    expect(banner).to_be_hidden()
+
+    live_server.stop()
+    expect(banner).to_be_visible(timeout=7000)
+    expect(page.locator("#link-status")).to_have_text("NOT LIVE")
+    # A value whose link is gone is no longer shown as live.
+    expect(page.locator(tile(page, 1)).locator('.vital[data-vital="hr"]')).to_have_class(
+        "vital stale"
+    )

@@ -1,0 +1,228 @@
+"""HTTP ingest: validated, normalised, whole-or-nothing, committed before the 2xx."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from app.storage.models import Sample
+from monitor.vitals import MMHG_PER_KPA, SampleQuality
+from tests.conftest import Clinic
+
+URL = "/api/v1/observations"
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def now_iso(offset_s: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=offset_s)).isoformat()
+
+
+def obs(vital: str, value: float, unit: str, **extra: Any) -> dict[str, Any]:
+    return {"vital": vital, "value": value, "unit": unit, "device_time": now_iso(), **extra}
+
+
+def stored_samples(clinic: Clinic) -> list[Sample]:
+    """Read through a separate engine: only committed rows are visible."""
+    engine = create_engine(clinic.url)
+    try:
+        with Session(engine) as session:
+            return list(session.scalars(select(Sample).order_by(Sample.id)))
+    finally:
+        engine.dispose()
+
+
+def sample_count(clinic: Clinic) -> int:
+    engine = create_engine(clinic.url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.scalar(select(func.count()).select_from(Sample)) or 0)
+    finally:
+        engine.dispose()
+
+
+def test_batch_is_committed_before_the_answer(client: TestClient, clinic: Clinic) -> None:
+    stamp = now_iso()
+    response = client.post(
+        URL,
+        json={
+            "device_id": clinic.device(1),
+            "observations": [
+                {"vital": "hr", "value": 72, "unit": "/min", "device_time": stamp},
+                {
+                    "vital": "spo2",
+                    "value": 97,
+                    "unit": "%",
+                    "device_time": stamp,
+                    "quality": ["artifact"],
+                },
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["accepted"] == 2
+    assert body["chair_id"] is not None
+    assert body["session_id"] is not None
+    rows = stored_samples(clinic)
+    assert [(r.vital, r.value, r.unit) for r in rows] == [("hr", 72, "/min"), ("spo2", 97, "%")]
+    assert rows[1].quality == SampleQuality.ARTIFACT
+    assert rows[0].session_id == body["session_id"]
+    assert rows[0].device_time.tzinfo is not None
+    assert rows[0].device_time == datetime.fromisoformat(stamp)
+
+
+def test_kpa_is_stored_as_mmhg_and_codes_as_canonical(client: TestClient, clinic: Clinic) -> None:
+    stamp = now_iso()
+    response = client.post(
+        URL,
+        json={
+            "device_id": clinic.device(2),
+            "observations": [
+                {"vital": "150021", "value": 16, "unit": "kPa", "device_time": stamp},
+                {"vital": "8462-4", "value": 10.5, "unit": "kPa", "device_time": stamp},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    rows = stored_samples(clinic)
+    assert [r.vital for r in rows] == ["nibp_sys", "nibp_dia"]
+    assert rows[0].value == pytest.approx(16 * MMHG_PER_KPA)
+    assert rows[0].unit == "mm[Hg]"
+
+
+def test_unknown_device_is_404_naming_it(client: TestClient, clinic: Clinic) -> None:
+    response = client.post(
+        URL, json={"device_id": "monitor-x9", "observations": [obs("hr", 70, "/min")]}
+    )
+    assert response.status_code == 404
+    assert "monitor-x9" in response.json()["detail"]
+    assert sample_count(clinic) == 0
+
+
+def locs(response: Any) -> list[list[Any]]:
+    return [problem["loc"] for problem in response.json()["detail"]]
+
+
+@pytest.mark.parametrize(
+    ("observation", "field", "message"),
+    [
+        (obs("spo2", 101, "%"), "value", "SpO2 101"),
+        (obs("hr", 70, "kPa"), "unit", "does not fit hr"),
+        (obs("temp", 37, "Cel"), "vital", "unknown vital code 'temp'"),
+        ({**obs("hr", 70, "/min"), "device_time": now_iso(3600)}, "device_time", "ahead"),
+        (
+            {**obs("hr", 70, "/min"), "device_time": "2026-11-25T10:00:00"},
+            "device_time",
+            "timezone",
+        ),
+        ({**obs("hr", 70, "/min"), "quality": ["sparkly"]}, "quality", ""),
+        ({**obs("hr", 70, "/min"), "colour": "red"}, "colour", "Extra"),
+    ],
+)
+def test_bad_observation_is_422_naming_the_field(
+    client: TestClient, clinic: Clinic, observation: dict[str, Any], field: str, message: str
+) -> None:
+    response = client.post(
+        URL,
+        json={"device_id": clinic.device(1), "observations": [obs("hr", 70, "/min"), observation]},
+    )
+    assert response.status_code == 422, response.text
+    problem_locs = locs(response)
+    assert any(loc[:3] == ["body", "observations", 1] and field in loc for loc in problem_locs), (
+        problem_locs
+    )
+    assert message in response.text
+    assert sample_count(clinic) == 0, "a batch is accepted whole or rejected whole"
+
+
+def test_systolic_below_diastolic_is_refused(client: TestClient, clinic: Clinic) -> None:
+    stamp = now_iso()
+    response = client.post(
+        URL,
+        json={
+            "device_id": clinic.device(1),
+            "observations": [
+                {"vital": "nibp_sys", "value": 80, "unit": "mm[Hg]", "device_time": stamp},
+                {"vital": "nibp_dia", "value": 95, "unit": "mm[Hg]", "device_time": stamp},
+            ],
+        },
+    )
+    assert response.status_code == 422
+    assert locs(response) == [["body", "observations", 0, "value"]]
+    assert "below the diastolic 95" in response.text
+    assert sample_count(clinic) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"device_id": "demo-monitor-01", "observations": []},
+        {"observations": [obs("hr", 70, "/min")]},
+        {"device_id": "demo-monitor-01", "observations": [obs("hr", 70, "/min")] * 1001},
+    ],
+)
+def test_malformed_batches_are_422(
+    client: TestClient, clinic: Clinic, body: dict[str, Any]
+) -> None:
+    assert client.post(URL, json=body).status_code == 422
+    assert sample_count(clinic) == 0
+
+
+def test_non_finite_json_number_is_refused(client: TestClient, clinic: Clinic) -> None:
+    raw = (
+        '{"device_id":"demo-monitor-01","observations":[{"vital":"hr","value":NaN,'
+        f'"unit":"/min","device_time":"{now_iso()}"}}]}}'
+    )
+    response = client.post(URL, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert sample_count(clinic) == 0
+
+
+def test_unbound_device_is_kept_and_flagged(
+    client: TestClient, clinic: Clinic, app: FastAPI
+) -> None:
+    from app.storage.models import Device
+
+    with app.state.db.session() as session:
+        session.add(
+            Device(identifier="spare-oximeter", chair_id=None, created_at=datetime.now(UTC))
+        )
+        session.commit()
+    response = client.post(
+        URL, json={"device_id": "spare-oximeter", "observations": [obs("spo2", 95, "%")]}
+    )
+    assert response.status_code == 201
+    assert response.json()["chair_id"] is None
+    (row,) = stored_samples(clinic)
+    assert row.chair_id is None
+    assert row.quality & SampleQuality.UNBOUND
+
+
+def test_healthz_reports_the_database(client: TestClient, clinic: Clinic) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["database"] in {"sqlite", "postgresql"}
+
+
+def test_sites_api_lists_chairs_devices_and_sessions(client: TestClient, clinic: Clinic) -> None:
+    sites = client.get("/api/v1/sites").json()
+    assert [(s["id"], s["chair_count"]) for s in sites] == [(clinic.site_id, 3)]
+    detail = client.get(f"/api/v1/sites/{clinic.site_id}").json()
+    assert [c["devices"] for c in detail["chairs"]] == [[clinic.device(i)] for i in (1, 2, 3)]
+    assert all(c["session"]["patient_initials"] for c in detail["chairs"])
+    missing = client.get("/api/v1/sites/999")
+    assert missing.status_code == 404
+    assert "999" in missing.json()["detail"]

@@ -1,0 +1,62 @@
+"""One migration history on SQLite and PostgreSQL; times stay UTC and timezone-aware."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from app.storage import migrate
+from app.storage.db import Database
+from app.storage.models import Base, Site
+from tests.conftest import REPO
+
+
+def test_migrations_reach_head_and_match_the_models(migrated_url: str) -> None:
+    assert migrate.current_revision(migrated_url) == "0001"
+    db = Database(migrated_url)
+    try:
+        with db.engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        db.close()
+    assert diff == []
+
+
+def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
+    config = migrate.alembic_config(migrated_url, REPO / "alembic")
+    command.downgrade(config, "base")
+    assert migrate.current_revision(migrated_url) is None
+    command.upgrade(config, "head")
+    assert migrate.current_revision(migrated_url) == "0001"
+
+
+def test_times_come_back_in_utc_and_timezone_aware(migrated_url: str) -> None:
+    db = Database(migrated_url)
+    plus_two = timezone(timedelta(hours=2))
+    try:
+        with db.session() as session:
+            session.add(Site(name="Tz", created_at=datetime(2026, 5, 1, 12, 0, tzinfo=plus_two)))
+            session.commit()
+        with db.session() as session:
+            stored = session.scalar(select(Site.created_at).where(Site.name == "Tz"))
+    finally:
+        db.close()
+    assert stored == datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
+    assert stored is not None
+    assert stored.utcoffset() == timedelta(0)
+
+
+def test_naive_times_are_refused(migrated_url: str) -> None:
+    db = Database(migrated_url)
+    try:
+        with db.session() as session:
+            session.add(Site(name="Naive", created_at=datetime(2026, 5, 1, 12, 0)))
+            with pytest.raises(Exception, match="naive datetime"):
+                session.commit()
+    finally:
+        db.close()
