@@ -1,0 +1,1 @@
+"""Tests of the simulated patients, devices and scenarios (no server needed)."""
