@@ -30,8 +30,10 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope: Playwright's sync API holds an event loop in the main thread, and
+    # must be gone before later tests call asyncio.run().
     executable = os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
     if not executable:
         pytest.fail("Chromium is required for the browser tests: apt-get install chromium")
