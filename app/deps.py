@@ -6,6 +6,7 @@ from fastapi import Request
 
 from app.ingest.service import IngestService
 from app.live.service import LiveService
+from app.sessions.service import SessionService
 from app.storage.db import Database
 
 
@@ -17,6 +18,11 @@ def get_db(request: Request) -> Database:
 def get_live(request: Request) -> LiveService:
     live: LiveService = request.app.state.live
     return live
+
+
+def get_session_service(request: Request) -> SessionService:
+    sessions: SessionService = request.app.state.sessions
+    return sessions
 
 
 def get_ingest_service(request: Request) -> IngestService:

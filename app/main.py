@@ -18,6 +18,8 @@ from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
+from app.sessions.endpoints import router as sessions_router
+from app.sessions.service import SessionService
 from app.settings import Settings
 from app.sites.directory import DatabaseSiteDirectory
 from app.sites.endpoints import router as sites_router
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.live = live
     app.state.ingest = IngestService(db, live, settings)
+    app.state.sessions = SessionService(db, live)
 
     install_error_handlers(app)
 
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ingest_router)
     app.include_router(sites_router)
+    app.include_router(sessions_router)
     app.include_router(live_router)
     # Mounted last: Dash answers every path the API does not.
     dashboard = create_dashboard(DatabaseSiteDirectory(db))

@@ -1,0 +1,1 @@
+"""Sessions: check a patient into a chair, record what happens, discharge."""

@@ -1,0 +1,161 @@
+"""Database work for sessions and their events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import ConflictError, NotFoundError
+from app.sessions.schemas import EventIn, EventOut, PatientIn, SessionOut
+from app.storage.models import (
+    Chair,
+    EventKind,
+    InfusionSession,
+    Patient,
+    SessionEvent,
+    SessionPhase,
+)
+
+# The phase an event moves a session to, and the phases it may come from.
+PHASE_CHANGES: dict[EventKind, tuple[SessionPhase, frozenset[SessionPhase]]] = {
+    EventKind.BASELINE_START: (SessionPhase.BASELINE, frozenset({SessionPhase.CHECKED_IN})),
+    EventKind.INFUSION_START: (
+        SessionPhase.INFUSION,
+        frozenset({SessionPhase.CHECKED_IN, SessionPhase.BASELINE}),
+    ),
+    EventKind.INFUSION_STOP: (SessionPhase.RECOVERY, frozenset({SessionPhase.INFUSION})),
+    EventKind.DISCHARGE: (
+        SessionPhase.DISCHARGED,
+        frozenset(set(SessionPhase) - {SessionPhase.DISCHARGED}),
+    ),
+}
+# Events that only make sense while the drug is running.
+DURING_INFUSION = {EventKind.RATE_CHANGE, EventKind.INFUSION_PAUSE, EventKind.INFUSION_RESUME}
+
+
+def _session(session: Session, session_id: int) -> InfusionSession:
+    found = session.get(InfusionSession, session_id)
+    if found is None:
+        raise NotFoundError(f"unknown session {session_id}")
+    return found
+
+
+def session_out(session: Session, session_id: int) -> SessionOut:
+    found = _session(session, session_id)
+    events = session.scalars(
+        select(SessionEvent)
+        .where(SessionEvent.session_id == session_id)
+        .order_by(SessionEvent.at, SessionEvent.id)
+    )
+    return SessionOut(
+        id=found.id,
+        chair_id=found.chair_id,
+        site_id=found.chair.site_id,
+        patient_initials=found.patient.initials,
+        phase=found.phase,
+        started_at=found.started_at,
+        ended_at=found.ended_at,
+        events=[
+            EventOut(
+                id=e.id,
+                kind=e.kind,
+                at=e.at,
+                recorded_by=e.recorded_by,
+                recorded_at=e.recorded_at,
+                value=e.value,
+                unit=e.unit,
+                note=e.note,
+            )
+            for e in events
+        ],
+    )
+
+
+def start_session(
+    session: Session,
+    chair_id: int,
+    patient_in: PatientIn,
+    recorded_by: str,
+    at: datetime,
+    now: datetime,
+) -> int:
+    chair = session.get(Chair, chair_id)
+    if chair is None:
+        raise NotFoundError(f"unknown chair {chair_id}")
+    occupied = session.scalar(
+        select(InfusionSession.id).where(
+            InfusionSession.chair_id == chair_id, InfusionSession.ended_at.is_(None)
+        )
+    )
+    if occupied is not None:
+        raise ConflictError(
+            f"chair {chair.name!r} already has open session {occupied}; discharge it first"
+        )
+    patient = session.scalar(select(Patient).where(Patient.pseudonym == patient_in.pseudonym))
+    if patient is None:
+        patient = Patient(pseudonym=patient_in.pseudonym, initials=patient_in.initials)
+        session.add(patient)
+    patient.initials = patient_in.initials
+    if patient_in.weight_kg is not None:
+        patient.weight_kg = patient_in.weight_kg
+    if patient_in.birth_year is not None:
+        patient.birth_year = patient_in.birth_year
+    session.flush()
+    created = InfusionSession(
+        chair_id=chair_id, patient_id=patient.id, phase=SessionPhase.CHECKED_IN, started_at=at
+    )
+    session.add(created)
+    session.flush()
+    session.add(
+        SessionEvent(
+            session_id=created.id,
+            kind=EventKind.CHECK_IN,
+            at=at,
+            recorded_by=recorded_by,
+            recorded_at=now,
+        )
+    )
+    session.commit()
+    return created.id
+
+
+def record_event(
+    session: Session, session_id: int, event: EventIn, at: datetime, now: datetime
+) -> tuple[int, SessionPhase]:
+    """Store the event, move the phase if it says so; returns (site id, phase after)."""
+    found = _session(session, session_id)
+    if found.ended_at is not None:
+        raise ConflictError(f"session {session_id} was discharged; it takes no more events")
+    change = PHASE_CHANGES.get(event.kind)
+    if change is not None:
+        target, allowed = change
+        if found.phase not in allowed:
+            raise ConflictError(
+                f"session {session_id} is in {found.phase.value}: {event.kind.value} is only "
+                f"possible from {', '.join(sorted(p.value for p in allowed))}"
+            )
+        found.phase = target
+        if target is SessionPhase.DISCHARGED:
+            found.ended_at = at
+    elif event.kind in DURING_INFUSION and found.phase is not SessionPhase.INFUSION:
+        raise ConflictError(
+            f"session {session_id} is in {found.phase.value}: "
+            f"{event.kind.value} is only possible during the infusion"
+        )
+    session.add(
+        SessionEvent(
+            session_id=session_id,
+            kind=event.kind,
+            at=at,
+            recorded_by=event.recorded_by,
+            recorded_at=now,
+            value=event.value,
+            unit=event.unit,
+            note=event.note,
+        )
+    )
+    site_id = found.chair.site_id
+    session.commit()
+    return site_id, found.phase

@@ -1,0 +1,59 @@
+"""Sessions and their events as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from app.storage.models import EventKind, SessionPhase
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pseudonym: str = Field(min_length=1, max_length=64, description="The clinic's opaque id.")
+    initials: str = Field(min_length=1, max_length=8, examples=["A.B."])
+    weight_kg: float | None = Field(default=None, gt=2, lt=400)
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+
+
+class SessionStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patient: PatientIn
+    recorded_by: str = Field(min_length=1, max_length=80, description="Who checked the patient in.")
+    at: AwareDatetime | None = Field(default=None, description="Check-in time; now if omitted.")
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    kind: EventKind
+    recorded_by: str = Field(min_length=1, max_length=80)
+    at: AwareDatetime | None = Field(default=None, description="When it happened; now if omitted.")
+    value: float | None = Field(default=None, description="E.g. the new rate for rate_change.")
+    unit: str | None = Field(default=None, max_length=24, examples=["mg/kg/h"])
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: EventKind
+    at: datetime
+    recorded_by: str
+    recorded_at: datetime
+    value: float | None
+    unit: str | None
+    note: str | None
+
+
+class SessionOut(BaseModel):
+    id: int
+    chair_id: int
+    site_id: int
+    patient_initials: str
+    phase: SessionPhase
+    started_at: datetime
+    ended_at: datetime | None
+    events: list[EventOut]
