@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from app.settings import Settings
 from app.sites.demo import DEMO_DEVICE_PREFIX, seed_demo
 from app.storage import migrate
 from app.storage.db import Database
+from app.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from simulators.fleet import ChairPlan
+    from simulators.scenarios import Scenario
+    from simulators.timeline import Run
 
 cli = typer.Typer(
     name="vigil",
     help="Vigil: real-time vitals monitoring for IV infusion clinics.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # paragraphs reflow to the terminal; examples stay verbatim
 )
 db_cli = typer.Typer(help="Database schema management.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 console = Console()
+error_console = Console(stderr=True, soft_wrap=True)  # messages name files: never split them
 
 Host = Annotated[str, typer.Option(help="Address to listen on.")]
 Port = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
@@ -69,6 +80,7 @@ def demo(
     """Start a demo clinic: embedded SQLite, simulated chairs and the nurse station."""
     from app.main import create_app
     from simulators import http_sender
+    from simulators.fleet import ChairRun
 
     settings = Settings()
     _upgrade(settings)
@@ -76,6 +88,7 @@ def demo(
     try:
         with db.session() as session:
             site_id = seed_demo(session, chairs)
+        plans = _demo_chairs(db, site_id, chairs, seed=secrets.randbelow(1_000_000))
     finally:
         db.close()
 
@@ -93,8 +106,7 @@ def demo(
         console.print(f"  Nurse station: [bold]{base}/sites/{site_id}[/]")
         console.print(f"  API docs:      {base}/docs")
         console.print("  Stop with Ctrl-C.")
-        monitors = http_sender.make_monitors(chairs, DEMO_DEVICE_PREFIX, 180.0, seed=None)
-        simulation = asyncio.create_task(http_sender.run(base, monitors))
+        simulation = asyncio.create_task(http_sender.run(base, ChairRun(plans, endless=True)))
         await server_task
         simulation.cancel()
         with contextlib.suppress(asyncio.CancelledError, http_sender.SimulationError):
@@ -103,37 +115,292 @@ def demo(
     asyncio.run(run())
 
 
+# The demo's chairs follow `steady`, joined where their seeded session is; one is a
+# hypertensive responder, so the screen has something to show.
+_DEMO_RESPONDER_CHAIR = 3
+
+
+def _demo_chairs(db: Database, site_id: int, chairs: int, seed: int) -> list[ChairPlan]:
+    from sqlalchemy import select
+
+    from app.storage.models import Chair, InfusionSession
+    from simulators.fleet import ChairPlan, chair_seed, device_id, session_position
+    from simulators.scenarios import load_scenario
+
+    steady, responder = load_scenario("steady"), load_scenario("hypertensive-responder")
+    query = (
+        select(Chair.position, InfusionSession.phase, InfusionSession.started_at)
+        .join(InfusionSession, InfusionSession.chair_id == Chair.id)
+        .where(Chair.site_id == site_id, InfusionSession.ended_at.is_(None))
+        .order_by(InfusionSession.started_at)
+    )
+    now = utcnow()
+    with db.session() as session:
+        start_at = {
+            position: session_position(str(phase), (now - started).total_seconds())
+            for position, phase, started in session.execute(query)
+        }
+    return [
+        ChairPlan(
+            device_id(DEMO_DEVICE_PREFIX, index),
+            responder if index == _DEMO_RESPONDER_CHAIR else steady,
+            chair_seed(seed, index),
+            skip_s=start_at.get(index, 0),
+        )
+        for index in range(1, chairs + 1)
+    ]
+
+
+Url = Annotated[
+    str, typer.Option(help="Base URL of the running Vigil server.", rich_help_panel="Server")
+]
+Wait = Annotated[
+    float,
+    typer.Option(
+        help="Seconds to wait for the server to answer /healthz before giving up.",
+        min=0,
+        rich_help_panel="Server",
+    ),
+]
+Speed = Annotated[
+    float,
+    typer.Option(
+        help="Times faster than real time (1 to 1000). Above 1, device times keep their "
+        "real spacing and the run is placed in the recent past so that it ends now "
+        "(never ahead of the server's clock); a progress bar shows how far it has got.",
+        min=1.0,
+        max=1000.0,
+    ),
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@cli.command("scenarios")
+def list_scenarios(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Show this scenario's timeline (a name, a+b, or a .toml file)."),
+    ] = None,
+) -> None:
+    """List the simulation scenarios, or show one scenario's timeline.
+
+    Use a name with `vigil simulate --scenario NAME`. Scenarios combine with `+`
+    (`steady+probe-off`), and `--scenario` also takes a path to your own .toml file
+    (format: docs/SIMULATION.md). Pictures of each: docs/scenarios/*.png.
+    """
+    from simulators.scenarios import available_scenarios
+
+    if name is not None:
+        _show_scenario(_load_scenario(name))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, show_edge=False, pad_edge=False)
+    table.add_column("scenario", style="bold")
+    table.add_column("length", justify="right")
+    table.add_column("what happens")
+    for known in available_scenarios():
+        scenario = _load_scenario(known)
+        table.add_row(known, _length(scenario), escape(scenario.description))
+    console.print(table)
+    console.print(
+        "\nRun one:  vigil simulate --scenario NAME [--chairs N] [--speed S] [--seed N]"
+        "\nDetails:  vigil scenarios NAME"
+    )
+
+
 @cli.command()
 def simulate(
-    chairs: Annotated[int, typer.Option(help="How many chairs to simulate.", min=1)] = 8,
-    url: Annotated[str, typer.Option(help="Base URL of the Vigil server.")] = (
-        "http://127.0.0.1:8000"
-    ),
+    chairs: Annotated[int, typer.Option(help="How many chairs to simulate.", min=1, max=500)] = 8,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="What every chair goes through: a name from `vigil scenarios`, names joined "
+            "with + (steady+probe-off), or a path to a .toml scenario file."
+        ),
+    ] = "steady",
+    speed: Speed = 1.0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed for repeatable runs: chair k uses seed + k − 1. Unset: a random "
+            "seed, printed so the run can be repeated."
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            help="Simulated seconds each chair runs. Default: the scenario's whole length; "
+            "a longer run carries on past its end with the same patient.",
+            min=1,
+        ),
+    ] = None,
     device_prefix: Annotated[
         str, typer.Option(help="Device ids are this prefix plus 01, 02, …")
     ] = DEMO_DEVICE_PREFIX,
-    nibp_interval: Annotated[float, typer.Option(help="Seconds between NIBP readings.")] = 180.0,
-    duration: Annotated[
-        float | None, typer.Option(help="Seconds to run; unset runs until Ctrl-C.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed, for repeatable runs.")] = None,
+    url: Url = DEFAULT_URL,
+    wait: Wait = 10.0,
 ) -> None:
-    """Send plausible 1 Hz vitals from simulated chairs to a running server over HTTP."""
-    from simulators import http_sender
+    """Simulated chairs sending a scenario's vitals to a running Vigil over HTTP ingest.
 
-    monitors = http_sender.make_monitors(chairs, device_prefix, nibp_interval, seed)
-    console.print(f"Simulating {chairs} chairs against {url} (devices {device_prefix}01…)")
+    Each chair is a patient on a bedside monitor, posting to /api/v1/observations once
+    a simulated second, exactly as a device would. The devices must be registered and
+    bound to chairs (`vigil demo` registers demo-monitor-01…). Example:
+
+        vigil simulate --chairs 12 --scenario hypertensive-responder --speed 10 --seed 7
+
+    Exit status: 0 done; 1 the server refused a batch, could not be reached, or lost
+    batches; 2 bad options or scenario file.
+    """
+    from simulators.fleet import ChairRun, fleet
+    from simulators.timeline import TimelineError, timeline_start
+
+    loaded = _load_scenario(scenario)
+    if seed is None:
+        seed = secrets.randbelow(1_000_000)
+    plan = ChairRun(fleet(loaded, chairs, seed, device_prefix), duration)
     try:
-        stats = asyncio.run(http_sender.run(url, monitors, duration))
-    except http_sender.SimulationError as error:
-        console.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        timeline_start(utcnow(), plan.span_s, speed)
+    except TimelineError as error:
+        _fail(f"{error} ({loaded.name!r} has no end of its own)", 2)
+    length = _span(plan.span_s) if plan.span_s is not None else "until Ctrl-C"
+    last = f"{chairs:02d}" if chairs > 1 else ""
     console.print(
-        f"sent {stats.batches} batches ({stats.observations} observations); "
-        f"{stats.connection_failures} failed to connect"
+        f"Simulating {chairs} chair{'s' if chairs > 1 else ''} on {loaded.name!r} "
+        f"({length}, {speed:g}× real time) against {url}\n"
+        f"  devices {device_prefix}01{'…' + last if last else ''}, seed {seed} "
+        f"(repeat with --seed {seed})",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
     )
+    _play(plan, url, speed, wait, bar=speed > 1, label=loaded.name)
+
+
+@cli.command()
+def replay(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A session CSV (columns time, vital, value, unit[, device_id][, quality]) "
+            "or a Vital Recorder numeric CSV export.",
+            show_default=False,
+        ),
+    ],
+    speed: Speed = 1.0,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Send every sample as this device (the file may name one device at most). "
+            "Required when the file has no device_id column."
+        ),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    wait: Wait = 10.0,
+) -> None:
+    """Feed a recorded session back into a running Vigil, its times shifted to now.
+
+    Values, units and quality flags are sent as recorded, through the same ingest as
+    a device; the spacing of the device times is kept exactly. At speed 1 the
+    recording's first sample is stamped now; faster, the last one is, when the replay
+    ends. Format: docs/SIMULATION.md. Example:
+
+        vigil replay session.csv --device demo-monitor-02 --speed 20
+
+    Exit status: 0 done; 1 the server refused a batch, could not be reached, or lost
+    batches; 2 the file cannot be read (the message names the row and column).
+    """
+    from simulators.recording import RecordingError
+    from simulators.replay import ReplayRun, read_recording
+
+    try:
+        plan = ReplayRun(read_recording(file), device)
+    except RecordingError as error:
+        _fail(str(error), 2)
+    samples = len(plan.recording.samples)
+    console.print(
+        f"Replaying {file} ({samples} samples over {_span(plan.span_s)}, devices "
+        f"{', '.join(plan.devices)}) at {speed:g}× against {url}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    _play(plan, url, speed, wait, bar=True, label="replay")
+
+
+def _play(plan: Run, url: str, speed: float, wait: float, bar: bool, label: str) -> None:
+    """Run a simulation or replay; print its summary; exit 1 when something went wrong."""
+    from simulators import http_sender, progress
+
+    stats = http_sender.SendStats()
+    try:
+        progress.play(console, url, plan, speed, stats, wait, bar, label)
+    except http_sender.SimulationError as error:
+        if stats.started:
+            console.print(progress.summary(stats), highlight=False)
+        _fail(str(error), 1)
+    except KeyboardInterrupt:
+        console.print(f"stopped: {progress.summary(stats)}", highlight=False)
+        raise typer.Exit(0) from None
+    console.print(progress.summary(stats), highlight=False)
+    if stats.undelivered:
+        _fail(f"{stats.undelivered} batches did not reach Vigil; the run is incomplete", 1)
+
+
+def _load_scenario(spec: str) -> Scenario:
+    from simulators.scenarios import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(spec)
+    except ScenarioError as error:
+        _fail(str(error), 2)
+
+
+def _show_scenario(scenario: Scenario) -> None:
+    console.print(
+        f"[bold]{escape(scenario.name)}[/] ({_length(scenario)}): {escape(scenario.description)}"
+    )
+    entries = sorted(
+        [("infusion " + t.kind, t) for t in scenario.infusion]
+        + [(t.kind.replace("_", " "), t) for t in scenario.events],
+        key=lambda pair: pair[1].earliest_s,
+    )
+    for kind, entry in entries:
+        low, high = entry.earliest_s / 60, entry.latest_s / 60
+        when = f"{low:g}–{high:g}" if high > low else f"{low:g}"
+        params = ", ".join(f"{key} {_value(value)}" for key, value in entry.params.items())
+        console.print(f"  {when:>9} min  {kind}" + (f": {params}" if params else ""), markup=False)
+    from simulators.scenario_schema import MONITOR
+
+    if scenario.patient:
+        patient = ", ".join(f"{key} {_value(value)}" for key, value in scenario.patient.items())
+        console.print(f"  patient: {patient}", markup=False)
+    changed = {k: v for k, v in scenario.monitor.items() if v != MONITOR[k].default}
+    if changed:
+        monitor = ", ".join(f"{key} {_value(value)}" for key, value in changed.items())
+        console.print(f"  monitor: {monitor}", markup=False)
+    console.print("  (ranges are drawn per run from the seed)", style="dim")
+
+
+def _value(value: object) -> str:
+    if isinstance(value, tuple):
+        return f"[{value[0]:g}, {value[1]:g}]"  # as a scenario file writes a range
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _length(scenario: Scenario) -> str:
+    return _span(scenario.duration_s) if scenario.duration_s is not None else "endless"
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 120 else f"{round(seconds / 60, 1):g} min"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
 
 
 def _safe_url(settings: Settings) -> str:

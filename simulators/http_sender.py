@@ -1,74 +1,100 @@
-"""Drive simulated devices against a running Vigil over its HTTP ingest door."""
+"""Play a run (simulated chairs, a replayed recording) against Vigil over its HTTP ingest door.
+
+Each device's feed is its own task, paced on the run's timeline at the chosen speed (see
+`simulators.timeline` for where device times fall). A device that falls behind catches up by
+sending everything already due in one request, as a gateway with a backlog would.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
-from simulators.resting import RestingPatientMonitor
+from simulators.timeline import Feed, Run, Send, timeline_start
+
+INGEST = "/api/v1/observations"
+MAX_BATCH = 1000  # observations per request, as the ingest allows
 
 
 class SimulationError(RuntimeError):
-    """Vigil refused what the simulator sent; carrying on would hide a real problem."""
+    """Vigil refused what was sent, or cannot be reached: carrying on would hide the problem."""
+
+
+class ServerUnreachable(SimulationError):
+    """Vigil did not answer its health check before the run started."""
 
 
 @dataclass
 class SendStats:
+    """What a run has done so far; read by progress displays while it runs."""
+
     batches: int = 0
     observations: int = 0
-    connection_failures: int = 0
+    connection_failures: int = 0  # batches lost because the server could not be reached
+    server_errors: int = 0  # batches lost to a 5xx answer
     refused: list[str] = field(default_factory=list)
+    positions: dict[int, float] = field(default_factory=dict)  # feed → timeline seconds sent
+    started: bool = False
 
+    @property
+    def undelivered(self) -> int:
+        return self.connection_failures + self.server_errors
 
-def make_monitors(
-    chairs: int, device_prefix: str, nibp_interval_s: float, seed: int | None
-) -> list[RestingPatientMonitor]:
-    master = random.Random(seed)
-    return [
-        RestingPatientMonitor(
-            device_id=f"{device_prefix}{index:02d}",
-            rng=random.Random(master.getrandbits(64)),
-            nibp_interval_s=nibp_interval_s,
-        )
-        for index in range(1, chairs + 1)
-    ]
+    @property
+    def progress_s(self) -> float:
+        """How far along the timeline every device has got (the slowest one)."""
+        return min(self.positions.values()) if self.positions else 0.0
 
 
 async def wait_for_server(client: httpx.AsyncClient, timeout_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
+    """Return once Vigil answers /healthz with 200, or raise ServerUnreachable saying why."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     while True:
         try:
-            if (await client.get("/healthz")).status_code == 200:
+            response = await client.get("/healthz")
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        else:
+            if response.status_code == 200:
                 return
-        except httpx.TransportError:
-            pass
-        if asyncio.get_running_loop().time() > deadline:
-            raise SimulationError(f"Vigil at {client.base_url} did not answer /healthz")
-        await asyncio.sleep(0.2)
+            problem = f"/healthz answered {response.status_code} {response.text[:200]}"
+        if loop.time() >= deadline:
+            raise ServerUnreachable(
+                f"cannot reach Vigil at {client.base_url} ({problem}); is `vigil serve` "
+                "running there? (--url sets the address)"
+            )
+        await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
 
 async def run(
     base_url: str,
-    monitors: list[RestingPatientMonitor],
-    duration_s: float | None = None,
+    plan: Run,
+    speed: float = 1.0,
     stats: SendStats | None = None,
+    wait_s: float = 30.0,
 ) -> SendStats:
-    """Send each monitor's 1 Hz observations until `duration_s` (None: until cancelled)."""
+    """Play `plan` against the Vigil at `base_url` until its feeds end (or until cancelled)."""
     stats = stats or SendStats()
     async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
-        await wait_for_server(client)
+        await wait_for_server(client, wait_s)
         loop = asyncio.get_running_loop()
-        start = loop.time()
+        # The wall clock and the device clocks start together; building the feeds may take a
+        # moment (chairs joining mid-session are simulated up to their start point first).
+        wall_start, now = loop.time(), datetime.now(UTC)
+        feeds = await asyncio.to_thread(plan.feeds, timeline_start(now, plan.span_s, speed))
+        stats.positions = dict.fromkeys(range(len(feeds)), 0.0)
+        stats.started = True
         try:
             async with asyncio.TaskGroup() as group:
-                for index, monitor in enumerate(monitors):
-                    # Real devices are not synchronised: spread the chairs over the second.
-                    offset = index / max(len(monitors), 1)
-                    group.create_task(_drive(client, monitor, start + offset, duration_s, stats))
+                for index, feed in enumerate(feeds):
+                    group.create_task(_drive(client, feed, index, wall_start, speed, stats))
         except* SimulationError as failures:
             raise failures.exceptions[0] from None
     return stats
@@ -76,28 +102,79 @@ async def run(
 
 async def _drive(
     client: httpx.AsyncClient,
-    monitor: RestingPatientMonitor,
-    first_tick: float,
-    duration_s: float | None,
+    feed: Feed,
+    index: int,
+    wall_start: float,
+    speed: float,
     stats: SendStats,
 ) -> None:
     loop = asyncio.get_running_loop()
-    tick = 0
-    while duration_s is None or tick < duration_s:
-        await asyncio.sleep(max(0.0, first_tick + tick - loop.time()))
-        observations = monitor.tick(float(tick), datetime.now(UTC))
-        try:
-            response = await client.post(
-                "/api/v1/observations",
-                json={"device_id": monitor.device_id, "observations": observations},
-            )
-        except httpx.TransportError:
-            stats.connection_failures += 1  # a real device would be offline too: keep going
-        else:
-            if response.status_code >= 400:
-                detail = response.json().get("detail", response.text)
-                stats.refused.append(f"{monitor.device_id}: {response.status_code} {detail}")
-                raise SimulationError(f"Vigil refused {monitor.device_id}: {detail}")
-            stats.batches += 1
-            stats.observations += len(observations)
-        tick += 1
+    pending = next(feed, None)
+    while pending is not None:
+        delay = wall_start + pending.at_s / speed - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due = [pending]
+        size = _size(pending)
+        pending = next(feed, None)
+        # Everything else already due goes in the same request.
+        while (
+            pending is not None
+            and wall_start + pending.at_s / speed <= loop.time()
+            and size + _size(pending) <= MAX_BATCH
+        ):
+            due.append(pending)
+            size += _size(pending)
+            pending = next(feed, None)
+        if size:
+            await _post(client, due, stats)
+        stats.positions[index] = due[-1].at_s
+    stats.positions[index] = math.inf  # done: no longer the slowest
+
+
+def _size(send: Send) -> int:
+    return len(send.body["observations"]) if send.body else 0
+
+
+async def _post(client: httpx.AsyncClient, sends: Sequence[Send], stats: SendStats) -> None:
+    bodies = [send.body for send in sends if send.body]
+    device = bodies[0]["device_id"]
+    observations: list[Any] = [item for body in bodies for item in body["observations"]]
+    sources = [source for send in sends if send.body for source in send.sources]
+    try:
+        response = await client.post(
+            INGEST, json={"device_id": device, "observations": observations}
+        )
+    except httpx.TransportError:
+        stats.connection_failures += 1  # a real device would be offline too: keep going
+        return
+    if response.status_code >= 500:
+        stats.server_errors += 1
+        return
+    if response.status_code >= 400:
+        reason = _reason(response, sources if len(sources) == len(observations) else [])
+        stats.refused.append(f"{device}: {reason}")
+        raise SimulationError(f"Vigil refused {device}'s batch ({response.status_code}): {reason}")
+    stats.batches += 1
+    stats.observations += len(observations)
+
+
+def _reason(response: httpx.Response, sources: Sequence[str]) -> str:
+    """The server's own words; a 422's problems pointed at the rows they came from."""
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if not isinstance(detail, list):
+        return str(detail)
+    problems: list[str] = []
+    for problem in detail:
+        loc = problem.get("loc", []) if isinstance(problem, dict) else []
+        message = problem.get("msg", problem) if isinstance(problem, dict) else problem
+        where = ".".join(str(part) for part in loc[1:])
+        if len(loc) >= 3 and loc[1] == "observations" and isinstance(loc[2], int):
+            # Point at the recording's row; keep the field when the value is not the problem.
+            part = f" {loc[3]}" if len(loc) > 3 and loc[3] != "value" else ""
+            where = f"{sources[loc[2]]}{part}" if loc[2] < len(sources) else where
+        problems.append(f"{where}: {message}" if where else str(message))
+    return "; ".join(problems)
