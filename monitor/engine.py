@@ -1,0 +1,335 @@
+"""The alarm engine: what the server calls. Sessions, samples and time in; alarm records out.
+
+`AlarmEngine` ties together the protocol, an evaluator (numpy by default, or the scalar
+reference), the combination rule, per-session limit overrides and the alarm lifecycle. It
+is deterministic: it never reads a clock, every call carries its time (epoch seconds).
+
+Typical use by the server::
+
+    engine = AlarmEngine(load_protocol(path))
+    engine.add_session("42", Phase.CHECKED_IN, time=now)
+    batch = SampleBatch.from_arrays(sessions, vitals, values, times, qualities)
+    records = engine.ingest(batch)        # store and broadcast each AlarmTransition
+    records = engine.tick(now)            # about once a second
+    records = engine.acknowledge(alarm_id, actor="rn.smith", time=now)
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from monitor.alarm_text import rule_text, technical_text
+from monitor.combination import CombinationChange, CombinationTracker
+from monitor.conditions import (
+    VITAL_INDEX,
+    ConditionEvent,
+    Evaluator,
+    SampleBatch,
+    event_order,
+)
+from monitor.evaluator import VectorEvaluator
+from monitor.lifecycle import (
+    ActiveAlarm,
+    AlarmLifecycle,
+    AlarmTransition,
+    ConditionChange,
+    IdFactory,
+)
+from monitor.overrides import LimitOverride, SessionLimits
+from monitor.protocol import AlarmKind, Phase, Protocol, default_protocol
+from monitor.reference import ReferenceEvaluator
+from monitor.vitals import Vital
+
+
+def _opt(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+class AlarmEngine:
+    """Alarm evaluation for many concurrent sessions, keyed by the server's session key."""
+
+    def __init__(
+        self,
+        protocol: Protocol | None = None,
+        *,
+        evaluator: Literal["vector", "reference"] = "vector",
+        capacity: int = 64,
+        id_factory: IdFactory | None = None,
+    ) -> None:
+        self.protocol = protocol if protocol is not None else default_protocol()
+        self._evaluator: Evaluator = (
+            VectorEvaluator(self.protocol, capacity)
+            if evaluator == "vector"
+            else ReferenceEvaluator(self.protocol)
+        )
+        self._lifecycle = AlarmLifecycle(
+            self.protocol.lifecycle, protocol_version=self.protocol.version, id_factory=id_factory
+        )
+        combination = self.protocol.combination
+        self._combination = (
+            CombinationTracker(combination, self.protocol.rules) if combination else None
+        )
+        self._n_rules = len(self.protocol.rules)
+        self._index: dict[str, int] = {}
+        self._keys: list[str | None] = []
+        self._free: list[int] = []
+        self._phases: dict[str, Phase] = {}
+        self._limits: dict[str, SessionLimits] = {}
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def add_session(self, key: str, phase: Phase, time: float) -> int:
+        """Start watching a session; returns its index for `SampleBatch.session`."""
+        if key in self._index:
+            raise ValueError(f"session {key!r} is already being watched")
+        if self._free:
+            index = heapq.heappop(self._free)
+            self._keys[index] = key
+        else:
+            index = len(self._keys)
+            self._keys.append(key)
+        self._index[key] = index
+        self._phases[key] = phase
+        self._limits[key] = SessionLimits(self.protocol, key)
+        self._evaluator.add_session(index, phase, time)
+        if self._combination is not None:
+            self._combination.add_session(index, phase)
+        return index
+
+    def remove_session(self, key: str, time: float) -> list[AlarmTransition]:
+        """Stop watching a session (discharged, or closed); its live alarms are cleared."""
+        index = self.session_index(key)
+        out = self._lifecycle.end_session(key, time)
+        self._evaluator.remove_session(index)
+        if self._combination is not None:
+            self._combination.remove_session(index)
+        del self._index[key], self._phases[key], self._limits[key]
+        self._keys[index] = None
+        heapq.heappush(self._free, index)
+        return out
+
+    def session_index(self, key: str) -> int:
+        try:
+            return self._index[key]
+        except KeyError:
+            raise KeyError(f"session {key!r} is not being watched") from None
+
+    def session_key(self, index: int) -> str:
+        key = self._keys[index] if 0 <= index < len(self._keys) else None
+        if key is None:
+            raise KeyError(f"no session at index {index}")
+        return key
+
+    def sessions(self) -> list[str]:
+        return list(self._index)
+
+    def phase(self, key: str) -> Phase:
+        return self._phases[key]
+
+    def set_phase(self, key: str, phase: Phase, time: float) -> list[AlarmTransition]:
+        """The session moved to another phase; rules that no longer apply clear."""
+        index = self.session_index(key)
+        self._phases[key] = phase
+        out = self._conditions(self._evaluator.set_phase(index, phase, time))
+        if self._combination is not None:
+            change = self._combination.set_phase(index, phase, time)
+            if change is not None:
+                out += self._lifecycle.apply(self._combination_change(key, change))
+        return out
+
+    def set_baseline(self, key: str, vital: Vital, value: float | None) -> None:
+        """Set (or, with None, unset) a baseline instead of the one taken in the baseline
+        phase; e.g. to carry it over a server restart."""
+        if value is not None and not math.isfinite(value):
+            raise ValueError("a baseline must be a finite number")
+        self._evaluator.set_baseline(self.session_index(key), vital, value)
+
+    def baseline(self, key: str, vital: Vital) -> float | None:
+        return self._evaluator.baseline(self.session_index(key), vital)
+
+    def set_nibp_interval(self, key: str, seconds: float | None) -> None:
+        """The NIBP auto interval set on the session's monitor (None: the phase's default);
+        the NIBP-stale alarm waits this long plus its grace."""
+        if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError("an NIBP interval is a number of seconds ≥ 0 (0: no schedule)")
+        self._evaluator.set_nibp_interval(self.session_index(key), seconds)
+
+    # --- limits ---------------------------------------------------------------------------
+
+    def override_limit(
+        self, key: str, rule_id: str, new_limit: float, *, who: str, why: str, time: float
+    ) -> LimitOverride:
+        """Change one rule's limit for one session; takes effect from the next sample."""
+        record = self._limits[self._known(key)].override(
+            rule_id, new_limit, who=who, why=why, time=time
+        )
+        self._push_limit(key, rule_id)
+        return record
+
+    def revert_limit(
+        self, key: str, rule_id: str, *, who: str, why: str, time: float
+    ) -> LimitOverride:
+        """Return a rule to the protocol's limit for this session."""
+        record = self._limits[self._known(key)].revert(rule_id, who=who, why=why, time=time)
+        self._push_limit(key, rule_id)
+        return record
+
+    def restore_override(self, record: LimitOverride) -> None:
+        """Re-apply a stored override after a restart, without making a new record."""
+        self._limits[self._known(record.session_key)].apply(record)
+        self._push_limit(record.session_key, record.rule_id)
+
+    def overrides(self, key: str) -> list[LimitOverride]:
+        return list(self._limits[self._known(key)].history)
+
+    def limit(self, key: str, rule_id: str) -> float:
+        return self._limits[self._known(key)].limit(rule_id)
+
+    def _push_limit(self, key: str, rule_id: str) -> None:
+        self._evaluator.set_limit(
+            self._index[key],
+            self.protocol.check_index(rule_id),
+            self._limits[key].limit(rule_id),
+        )
+
+    def _known(self, key: str) -> str:
+        self.session_index(key)
+        return key
+
+    # --- samples and time -----------------------------------------------------------------
+
+    def batch(self, rows: Iterable[Sequence[Any]]) -> SampleBatch:
+        """A batch from (session key, vital, value, time[, quality]) rows; for small batches
+        and tests (the server's hot path builds `SampleBatch.from_arrays` with indices)."""
+        return SampleBatch.from_rows((self.session_index(row[0]), *row[1:]) for row in rows)
+
+    def ingest(self, batch: SampleBatch) -> list[AlarmTransition]:
+        """Evaluate a batch of samples; returns the alarm transitions it caused."""
+        return self._conditions(self._evaluator.ingest(batch))
+
+    def tick(self, now: float) -> list[AlarmTransition]:
+        """Let time pass: technical no-data alarms, escalation, end of audio pauses."""
+        out = self._conditions(self._evaluator.tick(now))
+        return out + self._lifecycle.tick(now)
+
+    def report_nibp_failure(self, key: str, time: float) -> list[AlarmTransition]:
+        """A failed NIBP cuff cycle (the device's own technical alarm, or a cycle that ended
+        without a reading); consecutive failures raise the NIBP-failed alarm."""
+        return self._conditions(self._evaluator.nibp_failure(self.session_index(key), time))
+
+    # --- people ---------------------------------------------------------------------------
+
+    def acknowledge(self, alarm_id: str, *, actor: str, time: float) -> list[AlarmTransition]:
+        return self._lifecycle.acknowledge(alarm_id, actor=actor, time=time)
+
+    def acknowledge_session(self, key: str, *, actor: str, time: float) -> list[AlarmTransition]:
+        return self._lifecycle.acknowledge_session(key, actor=actor, time=time)
+
+    def pause_audio(
+        self, key: str, *, actor: str, time: float, duration_s: float | None = None
+    ) -> list[AlarmTransition]:
+        return self._lifecycle.pause_audio(key, actor=actor, time=time, duration_s=duration_s)
+
+    def active_alarms(self, key: str | None = None) -> list[ActiveAlarm]:
+        return self._lifecycle.active(key)
+
+    # --- restart --------------------------------------------------------------------------
+
+    def restore(self, records: Iterable[AlarmTransition]) -> list[ActiveAlarm]:
+        """Reload stored alarms after a restart. Add the sessions (in their current phase)
+        first; records of sessions not being watched are ignored. A restored alarm whose
+        condition was active is marked active in the evaluator too, so it clears on the
+        first sample past its limit instead of raising a duplicate."""
+        known = [r for r in records if r.session_key in self._index]
+        restored = self._lifecycle.restore(known)
+        for alarm in restored:
+            if not alarm.condition_active:
+                continue
+            index = self._index[alarm.session_key]
+            check = self.protocol.check_index(alarm.rule_id)
+            if check == self.protocol.combination_index:
+                if self._combination is not None:
+                    self._combination.restore(index, None, alarm.text)
+                continue
+            self._evaluator.restore_condition(index, check)
+            if check < self._n_rules and self._combination is not None:
+                self._combination.restore(index, check, alarm.text)
+        return restored
+
+    # --- condition events → alarm records -------------------------------------------------
+
+    def _conditions(self, events: list[ConditionEvent]) -> list[AlarmTransition]:
+        events.sort(key=event_order)  # stable: one check's events keep their order
+        out: list[AlarmTransition] = []
+        for event in events:
+            key = self.session_key(event.session)
+            if event.check < self._n_rules:
+                rule = self.protocol.rules[event.check]
+                text = ""
+                if event.active:
+                    baseline = None
+                    if rule.relative_to_baseline:
+                        baseline = event.limit - self._limits[key].limit(rule.id)
+                    text = rule_text(rule, event.value, event.limit, baseline)
+                change = ConditionChange(
+                    key,
+                    rule.id,
+                    AlarmKind.PHYSIOLOGICAL,
+                    rule.priority,
+                    event.active,
+                    event.time,
+                    _opt(event.value),
+                    _opt(event.limit),
+                    text,
+                )
+                out += self._lifecycle.apply(change)
+                if self._combination is not None:
+                    combo = self._combination.update(
+                        event.session, event.check, event.active, text, event.time
+                    )
+                    if combo is not None:
+                        out += self._lifecycle.apply(self._combination_change(key, combo))
+            else:
+                check = self.protocol.technical[event.check - self._n_rules]
+                text = technical_text(check, event.value, event.limit) if event.active else ""
+                change = ConditionChange(
+                    key,
+                    check.id,
+                    AlarmKind.TECHNICAL,
+                    check.priority,
+                    event.active,
+                    event.time,
+                    _opt(event.value) if math.isfinite(event.value) else None,
+                    _opt(event.limit) if math.isfinite(event.limit) else None,
+                    text,
+                )
+                out += self._lifecycle.apply(change)
+        return out
+
+    def _combination_change(self, key: str, change: CombinationChange) -> ConditionChange:
+        rule = self.protocol.combination
+        assert rule is not None
+        return ConditionChange(
+            key,
+            rule.id,
+            AlarmKind.PHYSIOLOGICAL,
+            rule.priority,
+            change.active,
+            change.time,
+            float(change.groups),
+            None,
+            change.text,
+        )
+
+
+__all__ = [
+    "VITAL_INDEX",
+    "ActiveAlarm",
+    "AlarmEngine",
+    "AlarmTransition",
+    "LimitOverride",
+    "SampleBatch",
+]
