@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.alarms.service import AlarmService
 from app.ingest.service import IngestService
 from app.live.service import LiveService
 from app.sessions.service import SessionService
@@ -18,6 +19,11 @@ def get_db(request: Request) -> Database:
 def get_live(request: Request) -> LiveService:
     live: LiveService = request.app.state.live
     return live
+
+
+def get_alarm_service(request: Request) -> AlarmService:
+    alarms: AlarmService = request.app.state.alarms
+    return alarms
 
 
 def get_session_service(request: Request) -> SessionService:

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app import __version__
+from app.alarms.endpoints import router as alarms_router
+from app.alarms.service import AlarmService, load_clinic_protocol
 from app.errors import install_error_handlers
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.service import IngestService
@@ -31,10 +33,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.resolved_database_url)
 
+    live = LiveService(db, Hub(settings.client_queue_size))
+    alarms = AlarmService(db, live, load_clinic_protocol(settings.protocol_file))
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        db.close()
+        await alarms.start()
+        try:
+            yield
+        finally:
+            await alarms.stop()
+            db.close()
 
     app = FastAPI(
         title="Vigil",
@@ -42,12 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Real-time vitals monitoring for IV infusion clinics.",
         lifespan=lifespan,
     )
-    live = LiveService(db, Hub(settings.client_queue_size))
     app.state.settings = settings
     app.state.db = db
     app.state.live = live
-    app.state.ingest = IngestService(db, live, settings)
-    app.state.sessions = SessionService(db, live)
+    app.state.alarms = alarms
+    app.state.ingest = IngestService(db, live, alarms, settings)
+    app.state.sessions = SessionService(db, live, alarms)
 
     install_error_handlers(app)
 
@@ -67,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(sites_router)
     app.include_router(sessions_router)
+    app.include_router(alarms_router)
     app.include_router(live_router)
     # Mounted last: Dash answers every path the API does not.
     dashboard = create_dashboard(DatabaseSiteDirectory(db))

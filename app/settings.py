@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         default=512, description="Messages a websocket client may fall behind before a resync."
     )
     heartbeat_s: float = Field(default=2.0, description="Websocket heartbeat period.")
+    protocol_file: Path | None = Field(
+        default=None,
+        description="The clinic's alarm protocol (TOML); unset: the default ketamine-chair one.",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -117,3 +117,38 @@ def test_losing_the_server_raises_the_banner(
     expect(page.locator(tile(page, 1)).locator('.vital[data-vital="hr"]')).to_have_class(
         "vital stale"
     )
+
+
+def test_an_alarm_shows_on_its_tile_and_its_acknowledgement_too(
+    page: Page, live_server: LiveServer, clinic: Clinic
+) -> None:
+    from datetime import timedelta
+
+    page.goto(f"{live_server.http_url}/sites/{clinic.site_id}")
+    expect(page.locator("#link-status")).to_have_text("live")
+    end = datetime.now(UTC)
+    trace = [
+        {
+            "vital": "spo2",
+            "value": 84,
+            "unit": "%",
+            "device_time": (end - timedelta(seconds=2 - i)).isoformat(),
+        }
+        for i in range(3)
+    ]
+    response = httpx.post(
+        f"{live_server.http_url}/api/v1/observations",
+        json={"device_id": clinic.device(1), "observations": trace},
+    )
+    assert response.status_code == 201
+    first = page.locator(tile(page, 1))
+    expect(first).to_have_class("tile alarm-high", timeout=5000)
+    line = first.locator(".alarm-line").first
+    expect(line).to_contain_text("SpO2 84")
+    alarm_id = line.get_attribute("data-alarm-id")
+    ack = httpx.post(
+        f"{live_server.http_url}/api/v1/alarms/{alarm_id}/acknowledge", json={"by": "rn.lee"}
+    )
+    assert ack.status_code == 200
+    expect(first).to_have_class("tile alarm-high alarm-acknowledged", timeout=3000)
+    expect(line).to_contain_text("ack rn.lee")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.alarms.service import AlarmService
 from app.ingest.repository import StoredBatch, store_batch
 from app.ingest.schemas import ObservationBatchIn
 from app.ingest.validation import normalise_batch
@@ -12,9 +13,12 @@ from app.timeutil import utcnow
 
 
 class IngestService:
-    def __init__(self, db: Database, live: LiveService, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, live: LiveService, alarms: AlarmService, settings: Settings
+    ) -> None:
         self._db = db
         self._live = live
+        self._alarms = alarms
         self._settings = settings
 
     async def ingest(self, batch: ObservationBatchIn) -> StoredBatch:
@@ -22,4 +26,5 @@ class IngestService:
         observations = normalise_batch(batch, received_time, self._settings.max_future_skew_s)
         stored = await self._db.run(store_batch, batch.device_id, observations, received_time)
         await self._live.publish_batch(stored)
+        await self._alarms.on_batch(stored)
         return stored

@@ -41,6 +41,7 @@ def _chair(chair: ChairView, now: datetime) -> dict[str, Any]:
             else None,
         },
         "vitals": {code: _value(latest, now) for code, latest in chair.vitals.items()},
+        "alarms": list(chair.alarms.values()),
     }
 
 
@@ -77,6 +78,22 @@ def samples(batch: StoredBatch, now: datetime) -> dict[str, Any]:
             }
             for observation in batch.observations
         ],
+    }
+
+
+def alarm(
+    site_id: int, event: str, actor: str | None, alarm: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """An alarm transition; the hub adds its `seq`."""
+    return {
+        "type": "alarm",
+        "site_id": site_id,
+        "chair_id": alarm["chair_id"],
+        "session_id": alarm["session_id"],
+        "event": event,
+        "actor": actor,
+        "server_time": iso(now),
+        "alarm": alarm,
     }
 
 

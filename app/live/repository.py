@@ -5,8 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.alarms.repository import alarm_out
 from app.live.views import ChairView, LatestValue, SessionView, SiteView
 from app.storage.models import (
+    Alarm,
     Chair,
     Device,
     EventKind,
@@ -58,6 +60,12 @@ def load_site_view(session: Session, site_id: int) -> SiteView | None:
             infusion_session.started_at,
             infusion_start,
         )
+    for alarm in session.scalars(
+        select(Alarm)
+        .where(Alarm.chair_id.in_(chairs), Alarm.state != "cleared")
+        .order_by(Alarm.raised_at)
+    ):
+        chairs[alarm.chair_id].alarms[alarm.id] = alarm_out(alarm).model_dump(mode="json")
     for chair in chairs.values():
         for vital in Vital:
             # One indexed lookup per chair and vital: cheap, and independent of table size.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.alarms.schemas import AlarmOut
 from app.ingest.repository import StoredBatch
 from app.live import messages
 from app.live.hub import Hub, Subscription
@@ -54,6 +55,18 @@ class LiveService:
 
     def heartbeat_text(self, site_id: int) -> str:
         return encode(messages.heartbeat(site_id, self.hub.seq(site_id), utcnow()))
+
+    def publish_alarm(self, site_id: int, event: str, actor: str | None, alarm: AlarmOut) -> None:
+        """Keep the site's live alarms current and send the transition to every screen."""
+        body = alarm.model_dump(mode="json")
+        site = self._sites.get(site_id)
+        chair = site.chairs.get(alarm.chair_id) if site else None
+        if chair is not None:
+            if alarm.state == "cleared":
+                chair.alarms.pop(alarm.alarm_id, None)
+            else:
+                chair.alarms[alarm.alarm_id] = body
+        self.hub.publish(site_id, messages.alarm(site_id, event, actor, body, utcnow()))
 
     async def publish_batch(self, batch: StoredBatch) -> None:
         if batch.site_id is None or batch.chair_id is None:

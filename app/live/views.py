@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -35,6 +36,7 @@ class ChairView:
     devices: list[str]
     session: SessionView | None
     vitals: dict[str, LatestValue] = field(default_factory=dict)
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # live alarms by id, as sent
 
     @property
     def session_id(self) -> int | None:

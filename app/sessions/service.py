@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from app.alarms.service import AlarmService
 from app.live.service import LiveService
 from app.sessions import repository
 from app.sessions.schemas import EventIn, SessionOut, SessionStart
 from app.storage.db import Database
+from app.storage.models import SessionPhase
 from app.timeutil import utcnow
+from monitor.protocol import Phase
 
 
 class SessionService:
-    def __init__(self, db: Database, live: LiveService) -> None:
+    def __init__(self, db: Database, live: LiveService, alarms: AlarmService) -> None:
         self._db = db
         self._live = live
+        self._alarms = alarms
 
     async def start(self, chair_id: int, request: SessionStart) -> SessionOut:
         now = utcnow()
@@ -26,14 +30,18 @@ class SessionService:
         )
         out = await self.get(session_id)
         await self._live.reload_site(out.site_id)
+        await self._alarms.on_session_changed(session_id, Phase.CHECKED_IN, ended=False)
         return out
 
     async def record_event(self, session_id: int, event: EventIn) -> SessionOut:
         now = utcnow()
-        site_id, _phase = await self._db.run(
+        site_id, phase = await self._db.run(
             repository.record_event, session_id, event, event.at or now, now
         )
         await self._live.reload_site(site_id)
+        await self._alarms.on_session_changed(
+            session_id, Phase(phase.value), ended=phase is SessionPhase.DISCHARGED
+        )
         return await self.get(session_id)
 
     async def get(self, session_id: int) -> SessionOut:

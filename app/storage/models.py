@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Enum,
     Float,
     ForeignKey,
@@ -176,3 +177,84 @@ class SessionEvent(Base):
     value: Mapped[float | None] = mapped_column(Float)  # e.g. a rate in mg/kg/h
     unit: Mapped[str | None] = mapped_column(String(24))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class Alarm(Base):
+    """An alarm's current state; its history is in `alarm_transitions`."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        Index("ix_alarms_session_id_raised_at", "session_id", "raised_at"),
+        Index("ix_alarms_chair_id_raised_at", "chair_id", "raised_at"),
+        Index("ix_alarms_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the engine's alarm id
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
+    chair_id: Mapped[int] = mapped_column(ForeignKey("chairs.id"))
+    rule_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # physiological | technical
+    priority: Mapped[str] = mapped_column(String(16))  # current: low | medium | high | crisis
+    state: Mapped[str] = mapped_column(String(16))  # raised | acknowledged | cleared
+    text: Mapped[str] = mapped_column(String(200))
+    value: Mapped[float | None] = mapped_column(Float)  # the value that raised it
+    limit_value: Mapped[float | None] = mapped_column(Float)
+    condition_active: Mapped[bool] = mapped_column(Boolean)
+    audio_paused: Mapped[bool] = mapped_column(Boolean)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80))
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalate_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    protocol_version: Mapped[str] = mapped_column(String(40))
+
+
+class AlarmTransitionRecord(Base):
+    """Every change to every alarm, with who acted when a person did."""
+
+    __tablename__ = "alarm_transitions"
+    __table_args__ = (Index("ix_alarm_transitions_alarm_id_at", "alarm_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    alarm_id: Mapped[str] = mapped_column(ForeignKey("alarms.id"))
+    event: Mapped[str] = mapped_column(String(24))
+    state: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[float | None] = mapped_column(Float)
+    limit_value: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str | None] = mapped_column(String(80))
+    condition_active: Mapped[bool] = mapped_column(Boolean)
+    audio_paused: Mapped[bool] = mapped_column(Boolean)
+
+
+class LimitOverrideRecord(Base):
+    """A change to one rule's limit for one session: who, why, from what, to what."""
+
+    __tablename__ = "limit_overrides"
+    __table_args__ = (Index("ix_limit_overrides_session_id_at", "session_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    rule_id: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[float] = mapped_column(Float)
+    new_value: Mapped[float] = mapped_column(Float)
+    changed_by: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reverted: Mapped[bool] = mapped_column(Boolean)
+    protocol_version: Mapped[str] = mapped_column(String(40))
+
+
+class SessionBaseline(Base):
+    """A session's baseline for one vital, as the alarm engine set it from baseline readings."""
+
+    __tablename__ = "session_baselines"
+    __table_args__ = (UniqueConstraint("session_id", "vital"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    vital: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -74,6 +74,49 @@
     var sys = v.nibp_sys, dia = v.nibp_dia, mean = v.nibp_mean;
     var nibp = sys && dia ? fmt(sys.value) + "/" + fmt(dia.value) + (mean ? " (" + fmt(mean.value) + ")" : "") : "---";
     setVital(tile, "nibp", nibp, null, sys && sys.received_time);
+    renderAlarms(tile, chair.alarms || []);
+  }
+
+  // IEC 60601-1-8: high red flashing ~2 Hz, medium yellow ~0.5 Hz; technical alarms cyan.
+  var RANK = { crisis: 4, high: 3, medium: 2, low: 1 };
+
+  function renderAlarms(tile, alarms) {
+    var ordered = alarms.slice().sort(function (a, b) {
+      return (b.state === "raised") - (a.state === "raised") ||
+        RANK[b.priority] - RANK[a.priority] || Date.parse(b.raised_at) - Date.parse(a.raised_at);
+    });
+    var top = ordered[0];
+    tile.classList.remove("alarm-high", "alarm-medium", "alarm-low", "alarm-technical", "alarm-acknowledged");
+    if (top) {
+      var level = top.kind === "technical" ? "technical" : top.priority === "crisis" ? "high" : top.priority;
+      tile.classList.add("alarm-" + level);
+      if (top.state !== "raised") tile.classList.add("alarm-acknowledged");
+    }
+    tile.dataset.alarmCount = String(ordered.length);
+    var status = tile.querySelector(".tile-status");
+    status.textContent = "";
+    ordered.slice(0, 3).forEach(function (alarm) {
+      var line = document.createElement("div");
+      line.className = "alarm-line " + alarm.kind + " " + alarm.priority + " " + alarm.state;
+      line.dataset.alarmId = alarm.alarm_id;
+      line.textContent = alarm.text + (alarm.state === "acknowledged" ? " (ack " + alarm.acknowledged_by + ")" : "");
+      status.appendChild(line);
+    });
+    if (ordered.length > 3) {
+      var more = document.createElement("div");
+      more.className = "alarm-more";
+      more.textContent = "+" + (ordered.length - 3) + " more";
+      status.appendChild(more);
+    }
+  }
+
+  function applyAlarm(msg) {
+    var chair = link.chairs[msg.chair_id];
+    if (!chair) return requestResync();
+    var alarms = (chair.alarms || []).filter(function (a) { return a.alarm_id !== msg.alarm.alarm_id; });
+    if (msg.alarm.state !== "cleared") alarms.push(msg.alarm);
+    chair.alarms = alarms;
+    renderChair(chair);
   }
 
   function isFresh(entry, limitS) {
@@ -149,11 +192,12 @@
     if (msg.server_time) link.serverOffsetMs = Date.parse(msg.server_time) - Date.now();
     if (msg.type === "snapshot") {
       applySnapshot(msg);
-    } else if (msg.type === "samples") {
+    } else if (msg.type === "samples" || msg.type === "alarm") {
       if (msg.seq <= link.seq) return; // already in the snapshot
       if (msg.seq !== link.seq + 1) return requestResync();
       link.seq = msg.seq;
-      applySamples(msg);
+      if (msg.type === "samples") applySamples(msg);
+      else applyAlarm(msg);
     } else if (msg.type === "heartbeat") {
       if (msg.seq > link.seq) requestResync(); // a delta went missing
     }

@@ -1,0 +1,1 @@
+"""Alarms in the server: feeds monitor.AlarmEngine, stores its records, broadcasts them."""

@@ -1,0 +1,76 @@
+"""Alarm routes: list, acknowledge, audio pause, per-session limit overrides."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from app.alarms import repository
+from app.alarms.schemas import (
+    AcknowledgeIn,
+    ActionResult,
+    AlarmOut,
+    AudioPauseIn,
+    LimitOverrideIn,
+    LimitOverrideOut,
+)
+from app.alarms.service import AlarmService
+from app.deps import get_alarm_service, get_db
+from app.storage.db import Database
+
+router = APIRouter(prefix="/api/v1", tags=["alarms"])
+Alarms = Annotated[AlarmService, Depends(get_alarm_service)]
+Db = Annotated[Database, Depends(get_db)]
+
+
+@router.get("/sites/{site_id}/alarms", response_model=list[AlarmOut])
+async def site_alarms(
+    site_id: int,
+    db: Db,
+    active: Annotated[bool, Query(description="Only alarms not yet cleared.")] = False,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[AlarmOut]:
+    """A site's alarms, newest first."""
+    return await db.run(
+        lambda s: repository.list_alarms(s, site_id=site_id, active_only=active, limit=limit)
+    )
+
+
+@router.get("/sessions/{session_id}/alarms", response_model=list[AlarmOut])
+async def session_alarms(
+    session_id: int,
+    db: Db,
+    active: Annotated[bool, Query(description="Only alarms not yet cleared.")] = False,
+) -> list[AlarmOut]:
+    """A session's alarms, newest first."""
+    return await db.run(
+        lambda s: repository.list_alarms(s, session_id=session_id, active_only=active, limit=5000)
+    )
+
+
+@router.post("/alarms/{alarm_id}/acknowledge", response_model=ActionResult, responses={404: {}})
+async def acknowledge(alarm_id: str, request: AcknowledgeIn, alarms: Alarms) -> ActionResult:
+    """Acknowledge an alarm: it stops sounding and escalating, on every screen."""
+    return ActionResult(alarms=await alarms.acknowledge(alarm_id, request.by))
+
+
+@router.post("/sessions/{session_id}/audio-pause", response_model=ActionResult, responses={404: {}})
+async def pause_audio(session_id: int, request: AudioPauseIn, alarms: Alarms) -> ActionResult:
+    """Silence a session's raised alarms for a while; a new or higher alarm sounds anyway."""
+    return ActionResult(alarms=await alarms.pause_audio(session_id, request.by, request.seconds))
+
+
+@router.post(
+    "/sessions/{session_id}/limits",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LimitOverrideOut,
+    responses={404: {}, 422: {}},
+)
+async def override_limit(
+    session_id: int, request: LimitOverrideIn, alarms: Alarms
+) -> LimitOverrideOut:
+    """Change one rule's limit for this session only; who and why are kept."""
+    return await alarms.override_limit(
+        session_id, request.rule_id, request.limit, request.by, request.reason
+    )

@@ -1,0 +1,68 @@
+"""Alarms as the API and the websocket show them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AlarmOut(BaseModel):
+    alarm_id: str
+    session_id: int
+    chair_id: int
+    rule_id: str
+    kind: str = Field(description="physiological or technical")
+    priority: str = Field(description="low, medium, high or crisis (crisis shows as high)")
+    state: str = Field(description="raised, acknowledged or cleared")
+    text: str = Field(examples=["SpO2 86 ≤ 90"])
+    value: float | None
+    limit: float | None
+    condition_active: bool
+    audio_paused: bool
+    raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    cleared_at: datetime | None
+    escalate_at: datetime | None
+
+
+class AcknowledgeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(min_length=1, max_length=80, description="Who acknowledges.")
+
+
+class AudioPauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(min_length=1, max_length=80)
+    seconds: float | None = Field(
+        default=None, gt=0, le=600, description="Pause length; the protocol's default if omitted."
+    )
+
+
+class LimitOverrideIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    rule_id: str = Field(min_length=1, max_length=64)
+    limit: float
+    by: str = Field(min_length=1, max_length=80)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class LimitOverrideOut(BaseModel):
+    session_id: int
+    rule_id: str
+    old: float
+    new: float
+    by: str
+    reason: str
+    at: datetime
+    reverted: bool
+
+
+class ActionResult(BaseModel):
+    """What an acknowledgement or pause changed."""
+
+    alarms: list[AlarmOut]
