@@ -11,26 +11,26 @@ from app.sessions.service import SessionService
 from app.storage.db import Database
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_live(request: Request) -> LiveService:
+async def get_live(request: Request) -> LiveService:
     live: LiveService = request.app.state.live
     return live
 
 
-def get_alarm_service(request: Request) -> AlarmService:
+async def get_alarm_service(request: Request) -> AlarmService:
     alarms: AlarmService = request.app.state.alarms
     return alarms
 
 
-def get_session_service(request: Request) -> SessionService:
+async def get_session_service(request: Request) -> SessionService:
     sessions: SessionService = request.app.state.sessions
     return sessions
 
 
-def get_ingest_service(request: Request) -> IngestService:
+async def get_ingest_service(request: Request) -> IngestService:
     ingest: IngestService = request.app.state.ingest
     return ingest

@@ -8,10 +8,12 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from app.errors import NotFoundError
+from app.errors import NotFoundError, VigilError
 from app.ingest.validation import Observation
-from app.storage.models import Chair, Device, InfusionSession, Sample
+from app.storage.models import Base, Chair, Device, InfusionSession
 from monitor.vitals import SampleQuality
+
+SAMPLES = Base.metadata.tables["samples"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,38 +28,56 @@ class StoredBatch:
     observations: list[Observation]
 
 
-def open_session_id(session: Session, chair_id: int) -> int | None:
-    return session.scalar(
-        select(InfusionSession.id)
-        .where(InfusionSession.chair_id == chair_id, InfusionSession.ended_at.is_(None))
-        .order_by(InfusionSession.started_at.desc())
-        .limit(1)
-    )
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """A validated batch waiting for the writer."""
+
+    device_identifier: str
+    observations: list[Observation]
+    received_time: datetime
 
 
-def store_batch(
-    session: Session,
-    device_identifier: str,
-    observations: list[Observation],
-    received_time: datetime,
-) -> StoredBatch:
-    """Insert every observation in one transaction and commit; raise if the device is unknown."""
-    device = session.execute(
-        select(Device.id, Device.chair_id, Chair.site_id)
-        .outerjoin(Chair, Device.chair_id == Chair.id)
-        .where(Device.identifier == device_identifier)
-    ).one_or_none()
-    if device is None:
-        raise NotFoundError(
-            f"unknown device {device_identifier!r}: no device is registered under that id"
+def store_batches(session: Session, pending: list[PendingBatch]) -> list[StoredBatch | VigilError]:
+    """Store every batch whose device is known, in one transaction and one commit.
+
+    Each batch is still all-or-nothing: an unknown device refuses only its own batch, and a
+    failed commit fails them all. Two queries resolve every device and open session of the
+    group, whatever its size.
+    """
+    identifiers = {batch.device_identifier for batch in pending}
+    devices = {
+        identifier: (device_id, chair_id, site_id)
+        for identifier, device_id, chair_id, site_id in session.execute(
+            select(Device.identifier, Device.id, Device.chair_id, Chair.site_id)
+            .outerjoin(Chair, Device.chair_id == Chair.id)
+            .where(Device.identifier.in_(identifiers))
         )
-    device_id, chair_id, site_id = device
-    session_id = open_session_id(session, chair_id) if chair_id is not None else None
-    # Samples from a device bound to no chair are kept and flagged, never dropped.
-    extra = SampleQuality.UNBOUND if chair_id is None else SampleQuality.NONE
-    session.execute(
-        insert(Sample),
-        [
+    }
+    chairs = {chair_id for _, chair_id, _ in devices.values() if chair_id is not None}
+    open_sessions: dict[int, int] = {}
+    for open_chair, open_session in session.execute(
+        select(InfusionSession.chair_id, InfusionSession.id)
+        .where(InfusionSession.chair_id.in_(chairs), InfusionSession.ended_at.is_(None))
+        .order_by(InfusionSession.started_at)
+    ):
+        open_sessions[open_chair] = open_session  # the latest open one wins
+    results: list[StoredBatch | VigilError] = []
+    rows: list[dict[str, object]] = []
+    for batch in pending:
+        device = devices.get(batch.device_identifier)
+        if device is None:
+            results.append(
+                NotFoundError(
+                    f"unknown device {batch.device_identifier!r}: "
+                    "no device is registered under that id"
+                )
+            )
+            continue
+        device_id, chair_id, site_id = device
+        session_id = open_sessions.get(chair_id) if chair_id is not None else None
+        # Samples from a device bound to no chair are kept and flagged, never dropped.
+        extra = SampleQuality.UNBOUND if chair_id is None else SampleQuality.NONE
+        rows.extend(
             {
                 "session_id": session_id,
                 "device_id": device_id,
@@ -66,13 +86,23 @@ def store_batch(
                 "value": observation.value,
                 "unit": observation.unit,
                 "device_time": observation.device_time,
-                "received_time": received_time,
+                "received_time": batch.received_time,
                 "quality": int(observation.quality | extra),
             }
-            for observation in observations
-        ],
-    )
+            for observation in batch.observations
+        )
+        results.append(
+            StoredBatch(
+                batch.device_identifier,
+                site_id,
+                chair_id,
+                session_id,
+                batch.received_time,
+                batch.observations,
+            )
+        )
+    if rows:
+        # A Core insert: half the cost of the ORM's bulk path, and nothing is read back.
+        session.connection().execute(insert(SAMPLES), rows)
     session.commit()
-    return StoredBatch(
-        device_identifier, site_id, chair_id, session_id, received_time, observations
-    )
+    return results

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from app.alarms.service import AlarmService
-from app.ingest.repository import StoredBatch, store_batch
+from app.ingest.repository import PendingBatch, StoredBatch
 from app.ingest.schemas import ObservationBatchIn
 from app.ingest.validation import normalise_batch
+from app.ingest.writer import SampleWriter
 from app.live.service import LiveService
 from app.settings import Settings
 from app.storage.db import Database
@@ -16,15 +17,17 @@ class IngestService:
     def __init__(
         self, db: Database, live: LiveService, alarms: AlarmService, settings: Settings
     ) -> None:
-        self._db = db
         self._live = live
         self._alarms = alarms
         self._settings = settings
+        self._writer = SampleWriter(db)
 
     async def ingest(self, batch: ObservationBatchIn) -> StoredBatch:
         received_time = utcnow()
         observations = normalise_batch(batch, received_time, self._settings.max_future_skew_s)
-        stored = await self._db.run(store_batch, batch.device_id, observations, received_time)
+        stored = await self._writer.store(
+            PendingBatch(batch.device_id, observations, received_time)
+        )
         await self._live.publish_batch(stored)
         await self._alarms.on_batch(stored)
         return stored

@@ -47,6 +47,13 @@ class Subscription:
     async def get(self) -> Item:
         return await self._queue.get()
 
+    def drain(self) -> list[Item]:
+        """Everything queued now, without waiting."""
+        items = []
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
+
     def qsize(self) -> int:
         return self._queue.qsize()
 

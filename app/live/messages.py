@@ -61,6 +61,7 @@ def snapshot(site: SiteView, seq: int, now: datetime) -> dict[str, Any]:
 
 def samples(batch: StoredBatch, now: datetime) -> dict[str, Any]:
     """A delta; the hub adds its `seq`."""
+    received = iso(batch.received_time)
     return {
         "type": "samples",
         "site_id": batch.site_id,
@@ -73,7 +74,7 @@ def samples(batch: StoredBatch, now: datetime) -> dict[str, Any]:
                 "value": observation.value,
                 "unit": observation.unit,
                 "device_time": iso(observation.device_time),
-                "received_time": iso(batch.received_time),
+                "received_time": received,
                 "quality": observation.quality.names(),
             }
             for observation in batch.observations
