@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app import __version__
+from app.adapters.runtime import install_adapters
 from app.alarms.endpoints import router as alarms_router
 from app.alarms.service import AlarmService, load_clinic_protocol
 from app.errors import install_error_handlers
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions_router)
     app.include_router(alarms_router)
     app.include_router(live_router)
+    install_adapters(app, db, app.state.ingest)
     # Mounted last: Dash answers every path the API does not.
     dashboard = create_dashboard(DatabaseSiteDirectory(db))
     app.mount("/", WSGIMiddleware(dashboard.server))  # type: ignore[arg-type]

@@ -134,6 +134,8 @@ for _spec in VITALS.values():
         _ALIASES[_code] = _spec.vital
 # MDC's older reference id for ECG heart rate, used by several gateways.
 _ALIASES["mdc_ecg_card_beat_rate"] = Vital.HR
+# IEEE 11073 numbers MDC_PULS_OXIM_PERF_REL 150448; 150488 (from the brief) is kept as well.
+_ALIASES["150448"] = Vital.PI
 
 
 def resolve_vital(code: str) -> Vital | None:

@@ -1,0 +1,108 @@
+"""WS /ws/ingest: streaming ingest for devices that keep one connection open.
+
+Each text message is one batch, the same JSON as `POST /api/v1/observations`, with an
+optional `ref` the server echoes. Every batch gets one answer, in order:
+
+    {"type": "accepted", "ref": 7, "status": 201, "device_id": "...", "accepted": 4,
+     "chair_id": 1, "session_id": 7, "received_time": "..."}
+    {"type": "error", "ref": 7, "status": 422, "detail": [...], "code": "invalid_request"}
+
+A bad batch never closes the connection. When the connection ends, each device that
+sent on it is reported disconnected on the adapter event bus (technical alarm).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from app.adapters.base import AdapterContext, DeviceRef, error_reply, validate_batch
+from app.adapters.events import ConnectionState, LinkEvent
+from app.errors import VigilError
+from app.timeutil import iso, utcnow
+
+ADAPTER_NAME = "websocket"
+
+router = APIRouter(tags=["ingest"])
+log = logging.getLogger(__name__)
+
+
+@router.websocket("/ws/ingest")
+async def ingest_stream(websocket: WebSocket) -> None:
+    context: AdapterContext = websocket.app.state.adapters.context
+    await websocket.accept()
+    client = websocket.client
+    peer = f"{client.host}:{client.port}" if client else None
+    devices: dict[str, DeviceRef] = {}
+    try:
+        while True:
+            text = await websocket.receive_text()
+            reply = await _handle(context, text, devices, peer)
+            await websocket.send_text(json.dumps(reply, separators=(",", ":")))
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        # Whatever went wrong, this connection alone ends; its devices are reported lost.
+        log.exception("websocket ingest from %s failed", peer)
+    finally:
+        for device in devices.values():
+            await context.events.publish(
+                LinkEvent(
+                    ADAPTER_NAME,
+                    ConnectionState.DISCONNECTED,
+                    utcnow(),
+                    device.identifier,
+                    device.chair_id,
+                    device.site_id,
+                    peer,
+                    "websocket closed",
+                )
+            )
+
+
+async def _handle(
+    context: AdapterContext, text: str, devices: dict[str, DeviceRef], peer: str | None
+) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {
+            "type": "error",
+            "ref": None,
+            "status": 400,
+            "detail": "not JSON: send one batch per text message",
+            "code": "invalid_json",
+        }
+    ref = data.pop("ref", None) if isinstance(data, dict) else None
+    try:
+        stored = await context.submit(validate_batch(data))
+    except VigilError as exc:
+        return {"type": "error", "ref": ref, **error_reply(exc)}
+    device = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)
+    if devices.get(device.identifier) != device:
+        # First batch from this device here, or its binding changed: say where it now is.
+        devices[device.identifier] = device
+        await context.events.publish(
+            LinkEvent(
+                ADAPTER_NAME,
+                ConnectionState.CONNECTED,
+                utcnow(),
+                device.identifier,
+                device.chair_id,
+                device.site_id,
+                peer,
+            )
+        )
+    return {
+        "type": "accepted",
+        "ref": ref,
+        "status": 201,
+        "device_id": stored.device_identifier,
+        "accepted": len(stored.observations),
+        "chair_id": stored.chair_id,
+        "session_id": stored.session_id,
+        "received_time": iso(stored.received_time),
+    }

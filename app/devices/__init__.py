@@ -1,0 +1,1 @@
+"""The device registry: register devices, bind them to chairs, see what unbound devices sent."""

@@ -1,0 +1,51 @@
+"""GET /api/v1/sessions/{id}/export/{hl7v2,fhir}: a session's observations for the hospital."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from app.exports.fhir import session_bundle
+from app.exports.hl7v2 import session_oru
+from app.exports.repository import SessionRecord, load_session
+from app.storage.db import Database
+from app.timeutil import utcnow
+
+router = APIRouter(prefix="/api/v1/sessions", tags=["export"])
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown session."}}
+
+
+async def _record(request: Request, session_id: int) -> SessionRecord:
+    db: Database = request.app.state.db
+    return await db.run(load_session, session_id)
+
+
+@router.get(
+    "/{session_id}/export/hl7v2",
+    response_class=Response,
+    responses={**_NOT_FOUND, 200: {"content": {"x-application/hl7-v2+er7": {}}}},
+)
+async def export_hl7v2(session_id: int, request: Request) -> Response:
+    """Every sample of the session as one HL7 v2.6 ORU^R01 (segments end in CR)."""
+    record = await _record(request, session_id)
+    return Response(
+        session_oru(record, utcnow()).encode("utf-8"),
+        media_type="x-application/hl7-v2+er7; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="session-{session_id}.hl7"'},
+    )
+
+
+@router.get(
+    "/{session_id}/export/fhir",
+    response_class=Response,
+    responses={**_NOT_FOUND, 200: {"content": {"application/fhir+json": {}}}},
+)
+async def export_fhir(session_id: int, request: Request) -> Response:
+    """The session as a FHIR R4 Bundle of vital-signs Observations (LOINC, UCUM)."""
+    record = await _record(request, session_id)
+    return Response(
+        json.dumps(session_bundle(record, utcnow()), separators=(",", ":")),
+        media_type="application/fhir+json",
+    )
