@@ -218,3 +218,45 @@ def test_an_unreadable_file_stops_with_exit_2(tmp_path: Path) -> None:
     result = run("replay", str(path), "--url", "http://127.0.0.1:9")
     assert result.returncode == 2
     assert f"{path}, row 2, column 'value': 'high' is not a number" in result.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_session_exported_by_vigil_replays_to_the_same_values(
+    live_server: LiveServer, clinic: Clinic, tmp_path: Path
+) -> None:
+    import httpx
+
+    # Record a session on chair 2 through the replay of a known file.
+    source = write_csv(tmp_path / "source.csv", session_rows())
+    assert (
+        run("replay", str(source), "--speed", "20", "--url", live_server.http_url).returncode == 0
+    )
+    base = live_server.http_url
+    chairs = httpx.get(f"{base}/api/v1/sites/{clinic.site_id}").json()["chairs"]
+    response = httpx.get(f"{base}/api/v1/sessions/{chairs[1]['session']['id']}/export/csv")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    exported = tmp_path / "exported.csv"
+    exported.write_text(response.text)
+    header = response.text.splitlines()[0].split(",")
+    assert header[:6] == HEADER
+
+    # Vigil's own export goes back in as another chair's device, at another speed.
+    replayed = run(
+        "replay",
+        str(exported),
+        "--speed",
+        "30",
+        "--device",
+        "demo-monitor-03",
+        "--url",
+        base,
+    )
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    original = stored(clinic, "demo-monitor-02")
+    copy = stored(clinic, "demo-monitor-03")
+    assert [(v, x) for _, v, x, _ in copy] == [(v, x) for _, v, x, _ in original]
+    spacing = [(t - original[0][0]).total_seconds() for t, _, _, _ in original]
+    assert [(t - copy[0][0]).total_seconds() for t, _, _, _ in copy] == pytest.approx(
+        spacing, abs=0.002
+    )

@@ -1,4 +1,5 @@
-"""GET /api/v1/sessions/{id}/export/{hl7v2,fhir}: a session's observations for the hospital."""
+"""GET /api/v1/sessions/{id}/export/{csv,hl7v2,fhir}: a session's observations, for review,
+replay and the hospital."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from app.exports.csv import session_csv
 from app.exports.fhir import session_bundle
 from app.exports.hl7v2 import session_oru
 from app.exports.repository import SessionRecord, load_session
@@ -48,4 +50,19 @@ async def export_fhir(session_id: int, request: Request) -> Response:
     return Response(
         json.dumps(session_bundle(record, utcnow()), separators=(",", ":")),
         media_type="application/fhir+json",
+    )
+
+
+@router.get(
+    "/{session_id}/export/csv",
+    response_class=Response,
+    responses={**_NOT_FOUND, 200: {"content": {"text/csv": {}}}},
+)
+async def export_csv(session_id: int, request: Request) -> Response:
+    """Every sample of the session, one row each (docs/SIMULATION.md); `vigil replay` reads it."""
+    record = await _record(request, session_id)
+    return Response(
+        session_csv(record),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="session-{session_id}.csv"'},
     )

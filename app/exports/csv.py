@@ -1,0 +1,31 @@
+"""A session as the documented session CSV (docs/SIMULATION.md): what `vigil replay` reads."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from app.exports.repository import SessionRecord
+from app.timeutil import iso
+
+COLUMNS = ("time", "vital", "value", "unit", "device_id", "quality", "received_time")
+
+
+def session_csv(record: SessionRecord) -> str:
+    """One row per sample in device-time order; `received_time` rides along for review."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for sample in record.samples:
+        writer.writerow(
+            (
+                iso(sample.device_time),
+                sample.vital.value,
+                repr(sample.value) if sample.value != int(sample.value) else int(sample.value),
+                sample.unit,
+                sample.device,
+                ";".join(flag for flag in sample.quality if flag != "unbound"),
+                iso(sample.received_time),
+            )
+        )
+    return out.getvalue()
