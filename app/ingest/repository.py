@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFoundError, VigilError
@@ -41,26 +41,25 @@ def store_batches(session: Session, pending: list[PendingBatch]) -> list[StoredB
     """Store every batch whose device is known, in one transaction and one commit.
 
     Each batch is still all-or-nothing: an unknown device refuses only its own batch, and a
-    failed commit fails them all. Two queries resolve every device and open session of the
-    group, whatever its size.
+    failed commit fails them all. One query resolves every device of the group with its
+    chair, site and open session, whatever the group's size.
     """
     identifiers = {batch.device_identifier for batch in pending}
-    devices = {
-        identifier: (device_id, chair_id, site_id)
-        for identifier, device_id, chair_id, site_id in session.execute(
-            select(Device.identifier, Device.id, Device.chair_id, Chair.site_id)
-            .outerjoin(Chair, Device.chair_id == Chair.id)
-            .where(Device.identifier.in_(identifiers))
-        )
-    }
-    chairs = {chair_id for _, chair_id, _ in devices.values() if chair_id is not None}
+    devices: dict[str, tuple[int, int | None, int | None]] = {}
     open_sessions: dict[int, int] = {}
-    for open_chair, open_session in session.execute(
-        select(InfusionSession.chair_id, InfusionSession.id)
-        .where(InfusionSession.chair_id.in_(chairs), InfusionSession.ended_at.is_(None))
+    for identifier, found_device, found_chair, found_site, found_session in session.execute(
+        select(Device.identifier, Device.id, Device.chair_id, Chair.site_id, InfusionSession.id)
+        .outerjoin(Chair, Device.chair_id == Chair.id)
+        .outerjoin(
+            InfusionSession,
+            and_(InfusionSession.chair_id == Device.chair_id, InfusionSession.ended_at.is_(None)),
+        )
+        .where(Device.identifier.in_(identifiers))
         .order_by(InfusionSession.started_at)
     ):
-        open_sessions[open_chair] = open_session  # the latest open one wins
+        devices[identifier] = (found_device, found_chair, found_site)
+        if found_chair is not None and found_session is not None:
+            open_sessions[found_chair] = found_session  # the latest open one wins
     results: list[StoredBatch | VigilError] = []
     rows: list[dict[str, object]] = []
     for batch in pending:
