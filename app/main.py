@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alarms_router)
     app.include_router(live_router)
     install_adapters(app, db, app.state.ingest)
+    app.state.adapters.events.subscribe(alarms.on_adapter_event)
     # Mounted last: Dash answers every path the API does not.
     dashboard = create_dashboard(DatabaseSiteDirectory(db))
     app.mount("/", WSGIMiddleware(dashboard.server))  # type: ignore[arg-type]

@@ -39,9 +39,12 @@ from monitor.lifecycle import (
     IdFactory,
 )
 from monitor.overrides import LimitOverride, SessionLimits
-from monitor.protocol import AlarmKind, Phase, Protocol, default_protocol
+from monitor.protocol import AlarmKind, Phase, Priority, Protocol, default_protocol
 from monitor.reference import ReferenceEvaluator
 from monitor.vitals import Vital
+
+# The technical alarm for a device whose link to Vigil is lost (reported by an adapter).
+LINK_LOST_RULE = "device_link_lost"
 
 
 def _opt(value: float) -> float | None:
@@ -222,6 +225,28 @@ class AlarmEngine:
 
     # --- people ---------------------------------------------------------------------------
 
+    def link_state(
+        self, key: str, device: str, *, connected: bool, time: float
+    ) -> list[AlarmTransition]:
+        """A device's link to Vigil was lost (a technical alarm on its session) or is back.
+
+        Adapters that hold a connection (MLLP, MQTT, websocket) know this at once, before any
+        silence window could; devices that only post are covered by the device-silent check.
+        """
+        self._known(key)
+        change = ConditionChange(
+            session_key=key,
+            rule_id=LINK_LOST_RULE,
+            kind=AlarmKind.TECHNICAL,
+            priority=Priority.MEDIUM,
+            active=not connected,
+            time=time,
+            value=None,
+            limit=None,
+            text=f"{device} disconnected",
+        )
+        return self._lifecycle.apply(change)
+
     def acknowledge(self, alarm_id: str, *, actor: str, time: float) -> list[AlarmTransition]:
         return self._lifecycle.acknowledge(alarm_id, actor=actor, time=time)
 
@@ -246,8 +271,8 @@ class AlarmEngine:
         known = [r for r in records if r.session_key in self._index]
         restored = self._lifecycle.restore(known)
         for alarm in restored:
-            if not alarm.condition_active:
-                continue
+            if not alarm.condition_active or alarm.rule_id == LINK_LOST_RULE:
+                continue  # a link alarm lives in the lifecycle only; its adapter reports again
             index = self._index[alarm.session_key]
             check = self.protocol.check_index(alarm.rule_id)
             if check == self.protocol.combination_index:

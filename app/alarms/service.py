@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from app.adapters.events import AdapterEvent, ConnectionState, LinkEvent
 from app.alarms import repository
 from app.alarms.schemas import AlarmOut, LimitOverrideOut
 from app.errors import FieldProblem, InvalidRequest, NotFoundError
@@ -139,6 +140,22 @@ class AlarmService:
             self._where.pop(key, None)
         else:
             await self._commit(self.engine.set_phase(key, phase, now))
+
+    async def on_adapter_event(self, event: AdapterEvent) -> None:
+        """A device's link lost or back: a technical alarm on its chair's open session."""
+        if not isinstance(event, LinkEvent) or event.device_identifier is None:
+            return
+        if event.chair_id is None or event.state is ConnectionState.CONNECTING:
+            return
+        key = next((k for k, (chair, _) in self._where.items() if chair == event.chair_id), None)
+        if key is None:
+            return  # an empty chair: nobody to alarm about
+        connected = event.state is ConnectionState.CONNECTED
+        await self._commit(
+            self.engine.link_state(
+                key, event.device_identifier, connected=connected, time=event.at.timestamp()
+            )
+        )
 
     # --- people's actions -----------------------------------------------------------------
 

@@ -1,0 +1,55 @@
+"""A lost device link is a technical alarm on its chair, on every screen; reconnecting clears it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
+
+from tests.adapters.conftest import AdapterServer, MllpClient, ack_fields
+from tests.adapters.test_hl7_mllp import HR, oru
+
+LINK_RULE = "device_link_lost"
+
+
+def link_alarm(ws: ClientConnection, event: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        message: dict[str, Any] = json.loads(
+            ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+        )
+        if (
+            message["type"] == "alarm"
+            and message["alarm"]["rule_id"] == LINK_RULE
+            and message["event"] == event
+        ):
+            return message
+
+
+def test_a_gateway_that_drops_its_connection_alarms_on_its_chair(
+    mllp_server: AdapterServer,
+) -> None:
+    server = mllp_server
+    device = "0011223344556677"
+    chair = server.chair_ids()[0]
+    server.register(device, chair)
+    with connect(f"{server.ws_url}/ws/sites/{server.clinic.site_id}") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+        with MllpClient(server.adapter_port("mllp")) as gateway:
+            assert (
+                ack_fields(gateway.send(oru("l-1", f"1|{HR.format(80)}", device=device)))[0] == "AA"
+            )
+        raised = link_alarm(ws, "raised")
+        assert raised["chair_id"] == chair
+        alarm = raised["alarm"]
+        assert alarm["kind"] == "technical"
+        assert alarm["text"] == f"{device} disconnected"
+
+        with MllpClient(server.adapter_port("mllp")) as gateway:
+            assert (
+                ack_fields(gateway.send(oru("l-2", f"1|{HR.format(81)}", device=device)))[0] == "AA"
+            )
+            cleared = link_alarm(ws, "cleared")
+        assert cleared["alarm"]["alarm_id"] == alarm["alarm_id"]
