@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
 from tests.adapters.conftest import AdapterServer, MllpClient, ack_fields
 from tests.adapters.test_hl7_mllp import HR, oru
+from tests.test_alarms_server import alarm_message
 
 LINK_RULE = "device_link_lost"
 
 
-def link_alarm(ws: ClientConnection, event: str, timeout: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        message: dict[str, Any] = json.loads(
-            ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        )
-        if (
-            message["type"] == "alarm"
-            and message["alarm"]["rule_id"] == LINK_RULE
-            and message["event"] == event
-        ):
-            return message
+def link_alarm(ws: ClientConnection, event: str) -> dict[str, Any]:
+    return alarm_message(ws, LINK_RULE, event, timeout=10)
 
 
 def test_a_gateway_that_drops_its_connection_alarms_on_its_chair(
