@@ -20,6 +20,7 @@ from app.storage.db import Database
 from app.timeutil import utcnow
 
 if TYPE_CHECKING:
+    from simulators.doors import Door
     from simulators.fleet import ChairPlan
     from simulators.scenarios import Scenario
     from simulators.timeline import Run
@@ -243,12 +244,28 @@ def simulate(
     ] = DEMO_DEVICE_PREFIX,
     url: Url = DEFAULT_URL,
     wait: Wait = 10.0,
+    door: Annotated[
+        str,
+        typer.Option(
+            help="How the devices reach Vigil: http (POST /api/v1/observations), mllp "
+            "(HL7 v2 ORU^R01 over MLLP, one connection per device) or mqtt (JSON on "
+            "vigil/v1/devices/{id}/observations). The server must run that adapter "
+            "(VIGIL_ADAPTERS=mllp,mqtt)."
+        ),
+    ] = "http",
+    mllp: Annotated[
+        str, typer.Option(help="host:port of Vigil's MLLP listener, for --door mllp.")
+    ] = "127.0.0.1:2575",
+    mqtt: Annotated[
+        str, typer.Option(help="host:port of the MQTT broker, for --door mqtt.")
+    ] = "127.0.0.1:1883",
 ) -> None:
-    """Simulated chairs sending a scenario's vitals to a running Vigil over HTTP ingest.
+    """Simulated chairs sending a scenario's vitals to a running Vigil through one of its doors.
 
-    Each chair is a patient on a bedside monitor, posting to /api/v1/observations once
-    a simulated second, exactly as a device would. The devices must be registered and
-    bound to chairs (`vigil demo` registers demo-monitor-01…). Example:
+    Each chair is a patient on a bedside monitor sending once a simulated second, exactly
+    as a device would: over HTTP (the default), HL7 v2 over MLLP, or MQTT. The devices
+    must be registered and bound to chairs (`vigil demo` registers demo-monitor-01…).
+    Example:
 
         vigil simulate --chairs 12 --scenario hypertensive-responder --speed 10 --seed 7
 
@@ -258,6 +275,7 @@ def simulate(
     from simulators.fleet import ChairRun, fleet
     from simulators.timeline import TimelineError, timeline_start
 
+    target = _door(door, url, mllp, mqtt)
     loaded = _load_scenario(scenario)
     if seed is None:
         seed = secrets.randbelow(1_000_000)
@@ -270,14 +288,30 @@ def simulate(
     last = f"{chairs:02d}" if chairs > 1 else ""
     console.print(
         f"Simulating {chairs} chair{'s' if chairs > 1 else ''} on {loaded.name!r} "
-        f"({length}, {speed:g}× real time) against {url}\n"
+        f"({length}, {speed:g}× real time) over {door} to "
+        f"{url if door == 'http' else mllp if door == 'mllp' else mqtt}\n"
         f"  devices {device_prefix}01{'…' + last if last else ''}, seed {seed} "
         f"(repeat with --seed {seed})",
         highlight=False,
         soft_wrap=True,
         markup=False,
     )
-    _play(plan, url, speed, wait, bar=speed > 1, label=loaded.name)
+    _play(plan, target, speed, wait, bar=speed > 1, label=loaded.name)
+
+
+def _door(name: str, url: str, mllp: str, mqtt: str) -> str | Door:
+    """The door named on the command line; a bad name or address exits 2 saying why."""
+    from simulators.doors import MllpDoor, MqttDoor
+
+    if name == "http":
+        return url
+    if name not in ("mllp", "mqtt"):
+        _fail(f"unknown door {name!r}: use http, mllp or mqtt", 2)
+    address = mllp if name == "mllp" else mqtt
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        _fail(f"--{name} must be host:port, got {address!r}", 2)
+    return MllpDoor(host, int(port)) if name == "mllp" else MqttDoor(host, int(port))
 
 
 @cli.command()
@@ -331,7 +365,7 @@ def replay(
     _play(plan, url, speed, wait, bar=True, label="replay")
 
 
-def _play(plan: Run, url: str, speed: float, wait: float, bar: bool, label: str) -> None:
+def _play(plan: Run, url: str | Door, speed: float, wait: float, bar: bool, label: str) -> None:
     """Run a simulation or replay; print its summary; exit 1 when something went wrong."""
     from simulators import http_sender, progress
 

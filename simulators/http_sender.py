@@ -1,4 +1,4 @@
-"""Play a run (simulated chairs, a replayed recording) against Vigil over its HTTP ingest door.
+"""Play a run (simulated chairs, a replayed recording) against Vigil through one of its doors.
 
 Each device's feed is its own task, paced on the run's timeline at the chosen speed (see
 `simulators.timeline` for where device times fall). A device that falls behind catches up by
@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
+from simulators.doors import Door, DoorUnreachable, HttpDoor
 from simulators.timeline import Feed, Run, Send, timeline_start
 
-INGEST = "/api/v1/observations"
 MAX_BATCH = 1000  # observations per request, as the ingest allows
 
 
@@ -27,7 +25,7 @@ class SimulationError(RuntimeError):
 
 
 class ServerUnreachable(SimulationError):
-    """Vigil did not answer its health check before the run started."""
+    """Vigil's door (HTTP health check, MLLP listener, MQTT broker) did not answer in time."""
 
 
 @dataclass
@@ -52,38 +50,22 @@ class SendStats:
         return min(self.positions.values()) if self.positions else 0.0
 
 
-async def wait_for_server(client: httpx.AsyncClient, timeout_s: float = 30.0) -> None:
-    """Return once Vigil answers /healthz with 200, or raise ServerUnreachable saying why."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            response = await client.get("/healthz")
-        except httpx.TransportError as exc:
-            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        else:
-            if response.status_code == 200:
-                return
-            problem = f"/healthz answered {response.status_code} {response.text[:200]}"
-        if loop.time() >= deadline:
-            raise ServerUnreachable(
-                f"cannot reach Vigil at {client.base_url} ({problem}); is `vigil serve` "
-                "running there? (--url sets the address)"
-            )
-        await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
-
-
 async def run(
-    base_url: str,
+    target: str | Door,
     plan: Run,
     speed: float = 1.0,
     stats: SendStats | None = None,
     wait_s: float = 30.0,
 ) -> SendStats:
-    """Play `plan` against the Vigil at `base_url` until its feeds end (or until cancelled)."""
+    """Play `plan` through `target` (a base URL for the HTTP door, or any Door) until its
+    feeds end (or until cancelled)."""
     stats = stats or SendStats()
-    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
-        await wait_for_server(client, wait_s)
+    door = HttpDoor(target) if isinstance(target, str) else target
+    try:
+        try:
+            await door.ready(wait_s)
+        except DoorUnreachable as exc:
+            raise ServerUnreachable(f"{exc} (--url, --mllp or --mqtt set the address)") from None
         loop = asyncio.get_running_loop()
         # The wall clock and the device clocks start together; building the feeds may take a
         # moment (chairs joining mid-session are simulated up to their start point first).
@@ -94,14 +76,16 @@ async def run(
         try:
             async with asyncio.TaskGroup() as group:
                 for index, feed in enumerate(feeds):
-                    group.create_task(_drive(client, feed, index, wall_start, speed, stats))
+                    group.create_task(_drive(door, feed, index, wall_start, speed, stats))
         except* SimulationError as failures:
             raise failures.exceptions[0] from None
+    finally:
+        await door.close()
     return stats
 
 
 async def _drive(
-    client: httpx.AsyncClient,
+    door: Door,
     feed: Feed,
     index: int,
     wall_start: float,
@@ -127,7 +111,7 @@ async def _drive(
             size += _size(pending)
             pending = next(feed, None)
         if size:
-            await _post(client, due, stats)
+            await _post(door, due, stats)
         stats.positions[index] = due[-1].at_s
     stats.positions[index] = math.inf  # done: no longer the slowest
 
@@ -136,35 +120,29 @@ def _size(send: Send) -> int:
     return len(send.body["observations"]) if send.body else 0
 
 
-async def _post(client: httpx.AsyncClient, sends: Sequence[Send], stats: SendStats) -> None:
+async def _post(door: Door, sends: Sequence[Send], stats: SendStats) -> None:
     bodies = [send.body for send in sends if send.body]
     device = bodies[0]["device_id"]
     observations: list[Any] = [item for body in bodies for item in body["observations"]]
     sources = [source for send in sends if send.body for source in send.sources]
     try:
-        response = await client.post(
-            INGEST, json={"device_id": device, "observations": observations}
-        )
-    except httpx.TransportError:
+        reply = await door.send(device, observations)
+    except DoorUnreachable:
         stats.connection_failures += 1  # a real device would be offline too: keep going
         return
-    if response.status_code >= 500:
+    if reply.status >= 500:
         stats.server_errors += 1
         return
-    if response.status_code >= 400:
-        reason = _reason(response, sources if len(sources) == len(observations) else [])
+    if reply.status >= 400:
+        reason = _reason(reply.detail, sources if len(sources) == len(observations) else [])
         stats.refused.append(f"{device}: {reason}")
-        raise SimulationError(f"Vigil refused {device}'s batch ({response.status_code}): {reason}")
+        raise SimulationError(f"Vigil refused {device}'s batch ({reply.status}): {reason}")
     stats.batches += 1
     stats.observations += len(observations)
 
 
-def _reason(response: httpx.Response, sources: Sequence[str]) -> str:
-    """The server's own words; a 422's problems pointed at the rows they came from."""
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
+def _reason(detail: Any, sources: Sequence[str]) -> str:
+    """Vigil's own words; a 422's problems pointed at the rows they came from."""
     if not isinstance(detail, list):
         return str(detail)
     problems: list[str] = []

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from simulators import http_sender
+from simulators.doors import Door
 from simulators.http_sender import SendStats
 from simulators.timeline import Run
 
@@ -37,7 +38,7 @@ def summary(stats: SendStats) -> str:
 
 def play(
     console: Console,
-    base_url: str,
+    base_url: str | Door,
     plan: Run,
     speed: float,
     stats: SendStats,
@@ -51,7 +52,7 @@ def play(
 
 async def _play(
     console: Console,
-    base_url: str,
+    base_url: str | Door,
     plan: Run,
     speed: float,
     stats: SendStats,
