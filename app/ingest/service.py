@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from app.alarms.service import AlarmService
 from app.ingest.repository import PendingBatch, StoredBatch
 from app.ingest.schemas import ObservationBatchIn
@@ -29,5 +31,8 @@ class IngestService:
             PendingBatch(batch.device_id, observations, received_time)
         )
         await self._live.publish_batch(stored)
+        # Let the websocket senders put the samples on the wire before the alarm engine
+        # takes the loop; the alarm follows within microseconds, still before the answer.
+        await asyncio.sleep(0)
         await self._alarms.on_batch(stored)
         return stored
