@@ -154,31 +154,36 @@ def test_stuck_client_is_bounded_and_resynced_while_others_keep_up(
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     raw.connect(("127.0.0.1", quick_server.port))
-    stuck = connect(
+    with connect(
         site_url(quick_server, clinic), sock=raw, max_queue=1, compression=None, ping_interval=None
-    )
-    with connect(site_url(quick_server, clinic)) as healthy:
-        last_seq = next_of(healthy, "snapshot")["seq"]
-        start = datetime.now(UTC) - timedelta(minutes=5)
-        posts = 60
-        for n in range(posts):
-            # 1,000 readings a post make ~100 kB messages, enough to fill the socket buffers.
-            batch = [
-                reading("hr", 60 + (i % 40), "/min", start + timedelta(milliseconds=n * 1000 + i))
-                for i in range(1000)
+    ) as stuck:
+        with connect(site_url(quick_server, clinic)) as healthy:
+            last_seq = next_of(healthy, "snapshot")["seq"]
+            start = datetime.now(UTC) - timedelta(minutes=5)
+            posts = 60
+            for n in range(posts):
+                # 1,000 readings a post make ~100 kB messages, enough to fill the socket buffers.
+                batch = [
+                    reading(
+                        "hr", 60 + (i % 40), "/min", start + timedelta(milliseconds=n * 1000 + i)
+                    )
+                    for i in range(1000)
+                ]
+                assert post(quick_server, clinic.device(1), batch).status_code == 201
+                seqs = [d["seq"] for d in deltas_until(healthy, samples=1)]
+                assert seqs == list(range(last_seq + 1, last_seq + 1 + len(seqs))), (
+                    "no gap, in order"
+                )
+                last_seq = seqs[-1]
+            subscriptions = [
+                s for s in quick_server.app.state.live.hub._subscribers[clinic.site_id]
             ]
-            assert post(quick_server, clinic.device(1), batch).status_code == 201
-            seqs = [d["seq"] for d in deltas_until(healthy, samples=1)]
-            assert seqs == list(range(last_seq + 1, last_seq + 1 + len(seqs))), "no gap, in order"
-            last_seq = seqs[-1]
-        subscriptions = [s for s in quick_server.app.state.live.hub._subscribers[clinic.site_id]]
-        assert max(s.qsize() for s in subscriptions) <= 8
-        assert any(s.resyncs >= 1 for s in subscriptions), "the stuck client fell behind"
-    # Once it reads again, the stuck client is told to resync and gets a fresh snapshot.
-    kinds: list[str] = []
-    while "snapshot" not in kinds[1:]:
-        kinds.append(json.loads(stuck.recv(timeout=10))["type"])
-    assert kinds[0] == "snapshot"
-    assert "resync" in kinds
-    assert kinds[kinds.index("resync") + 1] == "snapshot"
-    stuck.close()
+            assert max(s.qsize() for s in subscriptions) <= 8
+            assert any(s.resyncs >= 1 for s in subscriptions), "the stuck client fell behind"
+        # Once it reads again, the stuck client is told to resync and gets a fresh snapshot.
+        kinds: list[str] = []
+        while "snapshot" not in kinds[1:]:
+            kinds.append(json.loads(stuck.recv(timeout=10))["type"])
+        assert kinds[0] == "snapshot"
+        assert "resync" in kinds
+        assert kinds[kinds.index("resync") + 1] == "snapshot"
