@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from app.adapters.events import ConnectionState, EventBus, LinkEvent
 from app.errors import FieldProblem, InvalidRequest, VigilError
 from app.ingest.repository import StoredBatch
-from app.ingest.schemas import ObservationBatchIn
+from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ def validate_batch(data: object) -> ObservationBatchIn:
                 for error in exc.errors()
             ]
         ) from None
+
+
+def accepted_reply(stored: StoredBatch) -> dict[str, object]:
+    """HTTP ingest's 201 answer, as a JSON-able dict with its status code."""
+    return {"status": 201, **IngestAccepted.of(stored).model_dump(mode="json")}
 
 
 def error_reply(exc: VigilError) -> dict[str, object]:

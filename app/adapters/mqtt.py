@@ -29,10 +29,15 @@ import aiomqtt
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.adapters.base import BaseAdapter, DeviceRef, error_reply, validate_batch
+from app.adapters.base import (
+    BaseAdapter,
+    DeviceRef,
+    accepted_reply,
+    error_reply,
+    validate_batch,
+)
 from app.adapters.events import ConnectionState
 from app.errors import FieldProblem, InvalidRequest, VigilError
-from app.timeutil import iso
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +165,7 @@ class MqttAdapter(BaseAdapter):
             return {"ref": ref, **error_reply(exc)}
         device = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)
         await self._seen(device)
-        return {
-            "ref": ref,
-            "status": 201,
-            "device_id": stored.device_identifier,
-            "accepted": len(stored.observations),
-            "chair_id": stored.chair_id,
-            "session_id": stored.session_id,
-            "received_time": iso(stored.received_time),
-        }
+        return {"ref": ref, **accepted_reply(stored)}
 
     async def _status(self, device_id: str, payload: bytes) -> None:
         state = payload.decode("utf-8", "replace").strip().lower()

@@ -19,10 +19,16 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from app.adapters.base import AdapterContext, DeviceRef, error_reply, validate_batch
+from app.adapters.base import (
+    AdapterContext,
+    DeviceRef,
+    accepted_reply,
+    error_reply,
+    validate_batch,
+)
 from app.adapters.events import ConnectionState, LinkEvent
 from app.errors import VigilError
-from app.timeutil import iso, utcnow
+from app.timeutil import utcnow
 
 ADAPTER_NAME = "websocket"
 
@@ -96,13 +102,4 @@ async def _handle(
                 peer,
             )
         )
-    return {
-        "type": "accepted",
-        "ref": ref,
-        "status": 201,
-        "device_id": stored.device_identifier,
-        "accepted": len(stored.observations),
-        "chair_id": stored.chair_id,
-        "session_id": stored.session_id,
-        "received_time": iso(stored.received_time),
-    }
+    return {"type": "accepted", "ref": ref, **accepted_reply(stored)}

@@ -80,14 +80,14 @@ class AlarmService:
         self._where[key] = (chair_id, site_id)
 
     async def _ensure_watched(self, session_id: int) -> bool:
-        if str(session_id) in self._where:
-            return True
-        found = await self._db.run(repository.session_chair, session_id)
-        if found is None or not found[3] or str(session_id) in self._where:
-            return str(session_id) in self._where
-        chair_id, site_id, phase, _open = found
-        self._watch(session_id, chair_id, site_id, phase, time.time())
-        return True
+        """Watch an open session the engine does not know yet; False if it is not open."""
+        if str(session_id) not in self._where:
+            found = await self._db.run(repository.session_chair, session_id)
+            # Another request may have started watching it while the query ran.
+            if found is not None and found[3] and str(session_id) not in self._where:
+                chair_id, site_id, phase, _open = found
+                self._watch(session_id, chair_id, site_id, phase, time.time())
+        return str(session_id) in self._where
 
     async def _tick_forever(self) -> None:
         while True:

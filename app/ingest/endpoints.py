@@ -27,11 +27,4 @@ async def post_observations(
     ingest: Annotated[IngestService, Depends(get_ingest_service)],
 ) -> IngestAccepted:
     """Store a device's batch of observations, whole or not at all, then publish it live."""
-    stored = await ingest.ingest(batch)
-    return IngestAccepted(
-        device_id=stored.device_identifier,
-        accepted=len(stored.observations),
-        chair_id=stored.chair_id,
-        session_id=stored.session_id,
-        received_time=stored.received_time,
-    )
+    return IngestAccepted.of(await ingest.ingest(batch))

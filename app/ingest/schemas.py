@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 MAX_BATCH = 1000
+
+if TYPE_CHECKING:
+    from app.ingest.repository import StoredBatch
 
 QualityName = Literal["artifact", "low_perfusion", "probe_off", "cuff_inflating", "questionable"]
 
@@ -49,3 +52,14 @@ class IngestAccepted(BaseModel):
     chair_id: int | None = Field(description="Chair the device is bound to; null when unbound.")
     session_id: int | None = Field(description="Open session on that chair, if any.")
     received_time: datetime = Field(description="Vigil's clock when the batch arrived.")
+
+    @classmethod
+    def of(cls, stored: StoredBatch) -> IngestAccepted:
+        """The answer for a stored batch, the same whichever door it came through."""
+        return cls(
+            device_id=stored.device_identifier,
+            accepted=len(stored.observations),
+            chair_id=stored.chair_id,
+            session_id=stored.session_id,
+            received_time=stored.received_time,
+        )
