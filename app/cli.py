@@ -83,7 +83,7 @@ def demo(
 ) -> None:
     """Start a demo clinic: embedded SQLite, simulated chairs and the nurse station."""
     from app.main import create_app
-    from simulators import http_sender
+    from simulators import sender
     from simulators.fleet import ChairRun
 
     settings = Settings()
@@ -110,10 +110,10 @@ def demo(
         console.print(f"  Nurse station: [bold]{base}/sites/{site_id}[/]")
         console.print(f"  API docs:      {base}/docs")
         console.print("  Stop with Ctrl-C.")
-        simulation = asyncio.create_task(http_sender.run(base, ChairRun(plans, endless=True)))
+        simulation = asyncio.create_task(sender.run(base, ChairRun(plans, endless=True)))
         await server_task
         simulation.cancel()
-        with contextlib.suppress(asyncio.CancelledError, http_sender.SimulationError):
+        with contextlib.suppress(asyncio.CancelledError, sender.SimulationError):
             await simulation
 
     asyncio.run(run())
@@ -367,12 +367,12 @@ def replay(
 
 def _play(plan: Run, url: str | Door, speed: float, wait: float, bar: bool, label: str) -> None:
     """Run a simulation or replay; print its summary; exit 1 when something went wrong."""
-    from simulators import http_sender, progress
+    from simulators import progress, sender
 
-    stats = http_sender.SendStats()
+    stats = sender.SendStats()
     try:
         progress.play(console, url, plan, speed, stats, wait, bar, label)
-    except http_sender.SimulationError as error:
+    except sender.SimulationError as error:
         if stats.started:
             console.print(progress.summary(stats), highlight=False)
         _fail(str(error), 1)

@@ -9,9 +9,9 @@ import math
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from simulators import http_sender
+from simulators import sender
 from simulators.doors import Door
-from simulators.http_sender import SendStats
+from simulators.sender import SendStats
 from simulators.timeline import Run
 
 STATUS_EVERY_S = 30.0
@@ -60,7 +60,7 @@ async def _play(
     bar: bool,
     label: str,
 ) -> None:
-    task = asyncio.create_task(http_sender.run(base_url, plan, speed, stats, wait_s))
+    task = asyncio.create_task(sender.run(base_url, plan, speed, stats, wait_s))
     span = plan.span_s
     if bar and span is not None:
         await _with_bar(console, task, stats, span, label)
