@@ -44,15 +44,12 @@ class SampleQuality(enum.IntFlag):
         return flags
 
     def names(self) -> list[str]:
-        return [flag.name.lower() for flag in type(self) if flag and flag in self and flag.name]
+        # Iterating a Flag yields its single-bit members only (never NONE).
+        return [str(flag.name).lower() for flag in type(self) if flag in self]
 
 
 # Flags a device may send; UNBOUND is Vigil's own.
-DEVICE_QUALITY_NAMES: tuple[str, ...] = tuple(
-    flag.name.lower()
-    for flag in SampleQuality
-    if flag.name and flag not in (SampleQuality.NONE, SampleQuality.UNBOUND)
-)
+DEVICE_QUALITY_NAMES: tuple[str, ...] = tuple((~SampleQuality.UNBOUND).names())
 
 
 @dataclass(frozen=True)
