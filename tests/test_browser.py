@@ -2,68 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
+from tests.browser_kit import browser, open_station, page, post
 from tests.conftest import Clinic, LiveServer
+
+__all__ = ["browser", "page"]  # fixtures, imported for pytest
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
 ]
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # Module scope: Playwright's sync API holds an event loop in the main thread, and
-    # must be gone before later tests call asyncio.run().
-    executable = os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
-    if not executable:
-        pytest.fail("Chromium is required for the browser tests: apt-get install chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1920, "height": 1080})
-    opened = context.new_page()
-    yield opened
-    context.close()
-
-
-def post(server: LiveServer, device: str, *readings: tuple[str, float, str]) -> None:
-    stamp = datetime.now(UTC).isoformat()
-    response = httpx.post(
-        f"{server.http_url}/api/v1/observations",
-        json={
-            "device_id": device,
-            "observations": [
-                {"vital": vital, "value": value, "unit": unit, "device_time": stamp}
-                for vital, value, unit in readings
-            ],
-        },
-    )
-    assert response.status_code == 201, response.text
 
 
 def tile(page: Page, position: int) -> str:
@@ -73,7 +26,7 @@ def tile(page: Page, position: int) -> str:
 def test_posted_values_appear_on_their_tile(
     page: Page, live_server: LiveServer, clinic: Clinic
 ) -> None:
-    page.goto(f"{live_server.http_url}/sites/{clinic.site_id}")
+    open_station(page, live_server, clinic)
     expect(page.locator(".tile")).to_have_count(3)
     expect(page.locator("#link-status")).to_have_text("live")
     expect(page.locator("#occupancy")).to_have_text("3/3 chairs")
@@ -104,7 +57,7 @@ def test_posted_values_appear_on_their_tile(
 def test_losing_the_server_raises_the_banner(
     page: Page, live_server: LiveServer, clinic: Clinic
 ) -> None:
-    page.goto(f"{live_server.http_url}/sites/{clinic.site_id}")
+    open_station(page, live_server, clinic)
     post(live_server, clinic.device(1), ("hr", 77, "/min"))
     expect(page.locator(tile(page, 1)).locator(".value").first).to_have_text("77", timeout=5000)
     banner = page.locator("#link-banner")
@@ -124,7 +77,7 @@ def test_an_alarm_shows_on_its_tile_and_its_acknowledgement_too(
 ) -> None:
     from datetime import timedelta
 
-    page.goto(f"{live_server.http_url}/sites/{clinic.site_id}")
+    open_station(page, live_server, clinic)
     expect(page.locator("#link-status")).to_have_text("live")
     end = datetime.now(UTC)
     trace = [
