@@ -21,6 +21,7 @@ from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
+from app.review.endpoints import router as review_router
 from app.sessions.endpoints import router as sessions_router
 from app.sessions.service import SessionService
 from app.settings import Settings
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions_router)
     app.include_router(alarms_router)
     app.include_router(live_router)
+    app.include_router(review_router)
     install_adapters(app, db, app.state.ingest)
     app.state.adapters.events.subscribe(alarms.on_adapter_event)
     # Mounted last: Dash answers every path the API does not.

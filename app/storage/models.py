@@ -357,3 +357,31 @@ class AuditEvent(Base):
     site_id: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- Session review: annotations after the fact (issue 8) ---------------------------------
+
+
+class AnnotationKind(enum.StrEnum):
+    NOTE = "note"  # a clinician's note on the session
+    ALARM_MARK = "alarm_mark"  # an alarm marked actionable or not
+
+
+class ReviewAnnotation(Base):
+    """A note or an alarm mark added in review. Append-only: a changed mark is a new row,
+    and the latest row for an alarm is the one that counts."""
+
+    __tablename__ = "review_annotations"
+    __table_args__ = (
+        Index("ix_review_annotations_session_id_at", "session_id", "at"),
+        Index("ix_review_annotations_alarm_id_at", "alarm_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    kind: Mapped[AnnotationKind] = mapped_column(_str_enum(AnnotationKind))
+    alarm_id: Mapped[str | None] = mapped_column(ForeignKey("alarms.id"))
+    actionable: Mapped[bool | None] = mapped_column(Boolean)
+    text: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

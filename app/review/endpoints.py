@@ -1,0 +1,280 @@
+"""Session review routes under /api/v1/review: lists, figures, trace, alarm log, reports,
+annotations. Every route names a session, a site or a patient, so the site a user may see is
+resolvable for each (`repository.site_of_session`, the site id, the patient's sessions)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
+
+from app.deps import get_db
+from app.errors import FieldProblem, InvalidRequest
+from app.review import repository, service
+from app.review.report import report_html, report_pdf
+from app.review.schemas import AlarmLogSort, AnnotationIn, SortOrder
+from app.storage.db import Database
+from app.timeutil import iso, utcnow
+from dashboard.review.source import (
+    AlarmLogEntry,
+    AnnotationRequest,
+    AnnotationView,
+    PatientSessionRow,
+    SessionListQuery,
+    SessionPage,
+    SessionSummary,
+    SessionTrace,
+)
+from monitor.protocol import Protocol
+
+router = APIRouter(prefix="/api/v1/review", tags=["review"])
+Db = Annotated[Database, Depends(get_db)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown session."}}
+REPORT_MAX_POINTS = 1600
+ALARM_LOG_COLUMNS = (
+    "alarm_id",
+    "rule_id",
+    "kind",
+    "priority",
+    "text",
+    "value",
+    "limit",
+    "state",
+    "raised_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "time_to_ack_s",
+    "cleared_at",
+    "actionable",
+    "marked_by",
+    "marked_at",
+)
+_PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "crisis": 3}
+
+
+def _protocol(request: Request) -> Protocol:
+    protocol: Protocol = request.app.state.alarms.engine.protocol
+    return protocol
+
+
+def parse_moment(field: str, raw: str | None, *, end_of_day: bool = False) -> datetime | None:
+    """A date (whole day, UTC) or an ISO 8601 time with offset; refused with the field named."""
+    if raw is None or raw == "":
+        return None
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        pass
+    else:
+        moment = datetime.combine(day, time(), UTC)
+        return moment + timedelta(days=1) if end_of_day else moment
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidRequest(
+            [FieldProblem(("query", field), f"{raw!r} is neither a date nor an ISO 8601 time")]
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidRequest(
+            [FieldProblem(("query", field), f"{raw!r} has no UTC offset (add Z or +hh:mm)")]
+        )
+    return moment
+
+
+def _range(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and end <= start:
+        raise InvalidRequest([FieldProblem(("query", "to"), "must be later than from")])
+
+
+@router.get("/sessions", response_model=SessionPage)
+async def list_sessions(
+    db: Db,
+    site_id: int | None = None,
+    chair_id: int | None = None,
+    patient: Annotated[str | None, Query(max_length=64, description="Pseudonym.")] = None,
+    start: Annotated[str | None, Query(alias="from", description="Date or time.")] = None,
+    end: Annotated[str | None, Query(alias="to", description="Date (inclusive) or time.")] = None,
+    high_alarm: Annotated[bool | None, Query(description="Had a high-priority alarm.")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> SessionPage:
+    """Stored sessions, newest first, filtered and paged."""
+    query = SessionListQuery(
+        site_id=site_id,
+        chair_id=chair_id,
+        patient=patient,
+        start=parse_moment("from", start),
+        end=parse_moment("to", end, end_of_day=True),
+        high_alarm=high_alarm,
+        page=page,
+        page_size=page_size,
+    )
+    _range(query.start, query.end)
+    return await db.run(repository.list_sessions, query)
+
+
+@router.get("/sessions/{session_id}", response_model=SessionSummary, responses=_NOT_FOUND)
+async def session_summary(session_id: int, db: Db, request: Request) -> SessionSummary:
+    """The session's summary figures (definitions in docs/REVIEW.md)."""
+    return await db.run(service.summary, session_id, _protocol(request))
+
+
+@router.get("/sessions/{session_id}/trace", response_model=SessionTrace, responses=_NOT_FOUND)
+async def session_trace(
+    session_id: int,
+    db: Db,
+    max_points: Annotated[int, Query(ge=20, le=20000, description="Per vital.")] = 2000,
+) -> SessionTrace:
+    """The session for plotting, each vital down-sampled to min/max per column."""
+    return await db.run(service.trace, session_id, max_points)
+
+
+def sort_alarm_log(
+    entries: list[AlarmLogEntry], sort: AlarmLogSort, order: SortOrder
+) -> list[AlarmLogEntry]:
+    """Sorted by one column; entries without a value for it come last either way."""
+
+    def key(entry: AlarmLogEntry) -> Any:
+        if sort == "priority":
+            return _PRIORITY_RANK.get(entry.priority, -1)
+        return getattr(entry, sort)
+
+    present = [e for e in entries if key(e) is not None]
+    missing = [e for e in entries if key(e) is None]
+    return sorted(present, key=key, reverse=order == "desc") + missing
+
+
+@router.get(
+    "/sessions/{session_id}/alarm-log", response_model=list[AlarmLogEntry], responses=_NOT_FOUND
+)
+async def alarm_log(
+    session_id: int, db: Db, sort: AlarmLogSort = "raised_at", order: SortOrder = "asc"
+) -> list[AlarmLogEntry]:
+    """Every alarm of the session with raise, acknowledge and clear times."""
+    return sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
+
+
+def alarm_log_csv(entries: list[AlarmLogEntry]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ALARM_LOG_COLUMNS)
+    for e in entries:
+        writer.writerow(
+            [
+                e.alarm_id,
+                e.rule_id,
+                e.kind,
+                e.priority,
+                e.text,
+                "" if e.value is None else f"{e.value:g}",
+                "" if e.limit is None else f"{e.limit:g}",
+                e.state,
+                iso(e.raised_at),
+                iso(e.acknowledged_at) if e.acknowledged_at else "",
+                e.acknowledged_by or "",
+                "" if e.time_to_ack_s is None else f"{e.time_to_ack_s:.3f}",
+                iso(e.cleared_at) if e.cleared_at else "",
+                {True: "yes", False: "no", None: ""}[e.actionable],
+                e.marked_by or "",
+                iso(e.marked_at) if e.marked_at else "",
+            ]
+        )
+    return out.getvalue()
+
+
+@router.get(
+    "/sessions/{session_id}/alarm-log.csv",
+    response_class=Response,
+    responses={**_NOT_FOUND, 200: {"content": {"text/csv": {}}}},
+)
+async def alarm_log_export(
+    session_id: int, db: Db, sort: AlarmLogSort = "raised_at", order: SortOrder = "asc"
+) -> Response:
+    """The alarm log as CSV (columns in docs/API.md)."""
+    entries = sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
+    return Response(
+        alarm_log_csv(entries),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="session-{session_id}-alarms.csv"'},
+    )
+
+
+@router.get("/sessions/{session_id}/report.html", response_class=HTMLResponse, responses=_NOT_FOUND)
+async def report_page(session_id: int, db: Db, request: Request) -> HTMLResponse:
+    """The printable one-page report as HTML (print it from the browser)."""
+    report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
+    return HTMLResponse(report_html(report, utcnow()))
+
+
+@router.get(
+    "/sessions/{session_id}/report.pdf",
+    response_class=Response,
+    responses={**_NOT_FOUND, 200: {"content": {"application/pdf": {}}}},
+)
+async def report_document(session_id: int, db: Db, request: Request) -> Response:
+    """The one-page report as a PDF."""
+    report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
+    return Response(
+        report_pdf(report, utcnow()),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="session-{session_id}-report.pdf"'},
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/annotations", response_model=list[AnnotationView], responses=_NOT_FOUND
+)
+async def session_annotations(session_id: int, db: Db) -> list[AnnotationView]:
+    """Every note and mark on the session, oldest first (nothing is ever changed in place)."""
+
+    def read(session: Any) -> list[AnnotationView]:
+        repository.site_of_session(session, session_id)
+        return repository.list_annotations(session, session_id)
+
+    return await db.run(read)
+
+
+@router.post(
+    "/sessions/{session_id}/annotations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AnnotationView,
+    responses={**_NOT_FOUND, 422: {}},
+)
+async def annotate(session_id: int, body: AnnotationIn, db: Db) -> AnnotationView:
+    """Add a note to the session, or mark one of its alarms actionable or not."""
+    request = AnnotationRequest(body.author, body.note, body.alarm_id, body.actionable)
+    return await db.run(service.annotate, session_id, request, utcnow())
+
+
+@router.get(
+    "/patients/{patient_id}/sessions",
+    response_model=list[PatientSessionRow],
+    responses={404: {"description": "Unknown patient."}},
+)
+async def patient_course(patient_id: int, db: Db) -> list[PatientSessionRow]:
+    """A patient's sessions side by side, oldest first: baseline and peak BP per session."""
+    return await db.run(service.patient_sessions, patient_id)
+
+
+@router.get(
+    "/sites/{site_id}/figures",
+    response_model=service.SiteFiguresOut,
+    responses={404: {"description": "Unknown site."}},
+)
+async def site_figures(
+    site_id: int,
+    db: Db,
+    start: Annotated[str | None, Query(alias="from", description="Date or time.")] = None,
+    end: Annotated[str | None, Query(alias="to", description="Date (inclusive) or time.")] = None,
+) -> service.SiteFiguresOut:
+    """Alarms per chair-hour and the share acknowledged within a minute, over a date range
+    (default: the last 30 days)."""
+    default_start, default_end = service.default_range(utcnow())
+    begin = parse_moment("from", start) or default_start
+    finish = parse_moment("to", end, end_of_day=True) or default_end
+    _range(begin, finish)
+    return await db.run(service.site_review, site_id, begin, finish)

@@ -1,0 +1,425 @@
+"""Reading stored sessions for review, and appending annotations. Plain SQL, one query per
+kind of row; the figures themselves are computed in app/review/figures.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from app.errors import NotFoundError
+from app.review.figures import VitalSeries
+from app.storage.models import (
+    Alarm,
+    AnnotationKind,
+    Chair,
+    InfusionSession,
+    Patient,
+    ReviewAnnotation,
+    Sample,
+    SessionBaseline,
+    SessionEvent,
+    Site,
+)
+from dashboard.review.source import (
+    AnnotationView,
+    SessionListItem,
+    SessionListQuery,
+    SessionPage,
+    SiteOption,
+)
+
+HIGH_PRIORITIES = ("high", "crisis")
+
+
+@dataclass(frozen=True)
+class SessionHead:
+    """Who, where and when of one session."""
+
+    session_id: int
+    site_id: int
+    site_name: str
+    chair_id: int
+    chair_name: str
+    patient_id: int
+    patient_pseudonym: str
+    patient_initials: str
+    phase: str
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    kind: str
+    at: datetime
+    recorded_by: str
+    value: float | None
+    unit: str | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class AlarmRow:
+    alarm_id: str
+    rule_id: str
+    kind: str
+    priority: str
+    text: str
+    value: float | None
+    limit: float | None
+    state: str
+    raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    cleared_at: datetime | None
+
+
+def sites(session: Session) -> list[SiteOption]:
+    return [
+        SiteOption(i, n) for i, n in session.execute(select(Site.id, Site.name).order_by(Site.name))
+    ]
+
+
+def site_of_session(session: Session, session_id: int) -> int:
+    """The site a session belongs to: what an access check needs. Unknown: NotFoundError."""
+    site_id = session.scalar(
+        select(Chair.site_id)
+        .join(InfusionSession, InfusionSession.chair_id == Chair.id)
+        .where(InfusionSession.id == session_id)
+    )
+    if site_id is None:
+        raise NotFoundError(f"unknown session {session_id}")
+    return site_id
+
+
+def require_site(session: Session, site_id: int) -> str:
+    name = session.scalar(select(Site.name).where(Site.id == site_id))
+    if name is None:
+        raise NotFoundError(f"unknown site {site_id}")
+    return name
+
+
+def require_patient(session: Session, patient_id: int) -> None:
+    if session.get(Patient, patient_id) is None:
+        raise NotFoundError(f"unknown patient {patient_id}")
+
+
+def list_sessions(session: Session, query: SessionListQuery) -> SessionPage:
+    """Sessions matching every given filter, newest first, one page of them."""
+    counts = (
+        select(
+            Alarm.session_id,
+            func.count().label("alarms"),
+            func.sum(case((Alarm.priority.in_(HIGH_PRIORITIES), 1), else_=0)).label("high"),
+        )
+        .group_by(Alarm.session_id)
+        .subquery()
+    )
+    conditions = []
+    if query.site_id is not None:
+        conditions.append(Chair.site_id == query.site_id)
+    if query.chair_id is not None:
+        conditions.append(InfusionSession.chair_id == query.chair_id)
+    if query.patient is not None:
+        conditions.append(Patient.pseudonym == query.patient)
+    if query.start is not None:
+        conditions.append(InfusionSession.started_at >= query.start)
+    if query.end is not None:
+        conditions.append(InfusionSession.started_at < query.end)
+    if query.high_alarm is True:
+        conditions.append(func.coalesce(counts.c.high, 0) > 0)
+    elif query.high_alarm is False:
+        conditions.append(func.coalesce(counts.c.high, 0) == 0)
+    base = (
+        select(
+            InfusionSession.id,
+            Chair.site_id,
+            Site.name,
+            Chair.id,
+            Chair.name,
+            Patient.id,
+            Patient.pseudonym,
+            Patient.initials,
+            InfusionSession.phase,
+            InfusionSession.started_at,
+            InfusionSession.ended_at,
+            func.coalesce(counts.c.alarms, 0),
+            func.coalesce(counts.c.high, 0),
+        )
+        .join(Chair, InfusionSession.chair_id == Chair.id)
+        .join(Site, Chair.site_id == Site.id)
+        .join(Patient, InfusionSession.patient_id == Patient.id)
+        .outerjoin(counts, counts.c.session_id == InfusionSession.id)
+        .where(and_(True, *conditions))
+    )
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    rows = session.execute(
+        base.order_by(InfusionSession.started_at.desc(), InfusionSession.id.desc())
+        .limit(query.page_size)
+        .offset((query.page - 1) * query.page_size)
+    )
+    items = [
+        SessionListItem(
+            sid,
+            site,
+            site_name,
+            chair,
+            chair_name,
+            pid,
+            pseud,
+            initials,
+            str(phase.value),
+            started,
+            ended,
+            int(alarms),
+            int(high),
+        )
+        for (
+            sid,
+            site,
+            site_name,
+            chair,
+            chair_name,
+            pid,
+            pseud,
+            initials,
+            phase,
+            started,
+            ended,
+            alarms,
+            high,
+        ) in rows
+    ]
+    return SessionPage(items, int(total), query.page, query.page_size)
+
+
+def session_head(session: Session, session_id: int) -> SessionHead:
+    row = session.execute(
+        select(
+            InfusionSession.id,
+            Chair.site_id,
+            Site.name,
+            Chair.id,
+            Chair.name,
+            Patient.id,
+            Patient.pseudonym,
+            Patient.initials,
+            InfusionSession.phase,
+            InfusionSession.started_at,
+            InfusionSession.ended_at,
+        )
+        .join(Chair, InfusionSession.chair_id == Chair.id)
+        .join(Site, Chair.site_id == Site.id)
+        .join(Patient, InfusionSession.patient_id == Patient.id)
+        .where(InfusionSession.id == session_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"unknown session {session_id}")
+    sid, site, site_name, chair, chair_name, pid, pseud, initials, phase, started, ended = row
+    return SessionHead(
+        sid,
+        site,
+        site_name,
+        chair,
+        chair_name,
+        pid,
+        pseud,
+        initials,
+        str(phase.value),
+        started,
+        ended,
+    )
+
+
+def session_series(session: Session, session_id: int) -> dict[str, VitalSeries]:
+    """Every sample of the session as numpy arrays per vital, in device-time order."""
+    rows = session.execute(
+        select(Sample.vital, Sample.device_time, Sample.value, Sample.quality)
+        .where(Sample.session_id == session_id)
+        .order_by(Sample.vital, Sample.device_time, Sample.id)
+    ).all()
+    grouped: dict[str, list[tuple[float, float, bool]]] = {}
+    for vital, moment, value, quality in rows:
+        grouped.setdefault(vital, []).append((moment.timestamp(), value, quality == 0))
+    series: dict[str, VitalSeries] = {}
+    for vital, items in grouped.items():
+        table = np.array(items, dtype=np.float64)
+        series[vital] = VitalSeries(vital, table[:, 0], table[:, 1], table[:, 2].astype(np.bool_))
+    return series
+
+
+def session_events(session: Session, session_id: int) -> list[EventRow]:
+    return [
+        EventRow(str(e.kind.value), e.at, e.recorded_by, e.value, e.unit, e.note)
+        for e in session.scalars(
+            select(SessionEvent)
+            .where(SessionEvent.session_id == session_id)
+            .order_by(SessionEvent.at, SessionEvent.id)
+        )
+    ]
+
+
+def _alarm_row(a: Alarm) -> AlarmRow:
+    return AlarmRow(
+        a.id,
+        a.rule_id,
+        a.kind,
+        a.priority,
+        a.text,
+        a.value,
+        a.limit_value,
+        a.state,
+        a.raised_at,
+        a.acknowledged_at,
+        a.acknowledged_by,
+        a.cleared_at,
+    )
+
+
+def session_alarms(session: Session, session_id: int) -> list[AlarmRow]:
+    return [
+        _alarm_row(a)
+        for a in session.scalars(
+            select(Alarm).where(Alarm.session_id == session_id).order_by(Alarm.raised_at, Alarm.id)
+        )
+    ]
+
+
+def stored_baselines(session: Session, session_id: int) -> dict[str, float]:
+    return {
+        vital: value
+        for vital, value in session.execute(
+            select(SessionBaseline.vital, SessionBaseline.value).where(
+                SessionBaseline.session_id == session_id
+            )
+        )
+    }
+
+
+def _annotation_view(row: ReviewAnnotation) -> AnnotationView:
+    return AnnotationView(
+        row.id,
+        row.session_id,
+        str(row.kind.value),
+        row.alarm_id,
+        row.actionable,
+        row.text,
+        row.author,
+        row.at,
+    )
+
+
+def list_annotations(session: Session, session_id: int) -> list[AnnotationView]:
+    """Every annotation of the session, oldest first."""
+    return [
+        _annotation_view(row)
+        for row in session.scalars(
+            select(ReviewAnnotation)
+            .where(ReviewAnnotation.session_id == session_id)
+            .order_by(ReviewAnnotation.at, ReviewAnnotation.id)
+        )
+    ]
+
+
+def latest_marks(annotations_oldest_first: list[AnnotationView]) -> dict[str, AnnotationView]:
+    """The mark that counts for each alarm: its latest."""
+    marks: dict[str, AnnotationView] = {}
+    for note in annotations_oldest_first:
+        if note.kind == AnnotationKind.ALARM_MARK.value and note.alarm_id is not None:
+            marks[note.alarm_id] = note
+    return marks
+
+
+def alarm_session(session: Session, alarm_id: str) -> int | None:
+    return session.scalar(select(Alarm.session_id).where(Alarm.id == alarm_id))
+
+
+def add_annotation(
+    session: Session,
+    session_id: int,
+    *,
+    kind: AnnotationKind,
+    author: str,
+    at: datetime,
+    text: str | None,
+    alarm_id: str | None,
+    actionable: bool | None,
+) -> AnnotationView:
+    row = ReviewAnnotation(
+        session_id=session_id,
+        kind=kind,
+        alarm_id=alarm_id,
+        actionable=actionable,
+        text=text,
+        author=author,
+        at=at,
+    )
+    session.add(row)
+    session.commit()
+    return _annotation_view(row)
+
+
+def patient_session_ids(session: Session, patient_id: int) -> list[int]:
+    """A patient's sessions, oldest first: a course of infusions in the order given."""
+    return list(
+        session.scalars(
+            select(InfusionSession.id)
+            .where(InfusionSession.patient_id == patient_id)
+            .order_by(InfusionSession.started_at, InfusionSession.id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class SiteAlarmRow:
+    rule_id: str
+    priority: str
+    raised_at: datetime
+    acknowledged_at: datetime | None
+    actionable: bool | None
+
+
+def site_sessions(
+    session: Session, site_id: int, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime | None]]:
+    """(start, end) of every session of the site that overlaps [start, end)."""
+    rows = session.execute(
+        select(InfusionSession.started_at, InfusionSession.ended_at)
+        .join(Chair, InfusionSession.chair_id == Chair.id)
+        .where(
+            Chair.site_id == site_id,
+            InfusionSession.started_at < end,
+            (InfusionSession.ended_at.is_(None)) | (InfusionSession.ended_at > start),
+        )
+    )
+    return [(s, e) for s, e in rows]
+
+
+def site_alarms(
+    session: Session, site_id: int, start: datetime, end: datetime
+) -> list[SiteAlarmRow]:
+    """Alarms raised at the site's chairs in [start, end), each with its latest mark."""
+    latest = (
+        select(ReviewAnnotation.alarm_id, func.max(ReviewAnnotation.id).label("mark_id"))
+        .where(ReviewAnnotation.kind == AnnotationKind.ALARM_MARK)
+        .group_by(ReviewAnnotation.alarm_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            Alarm.rule_id,
+            Alarm.priority,
+            Alarm.raised_at,
+            Alarm.acknowledged_at,
+            ReviewAnnotation.actionable,
+        )
+        .join(Chair, Alarm.chair_id == Chair.id)
+        .outerjoin(latest, latest.c.alarm_id == Alarm.id)
+        .outerjoin(ReviewAnnotation, ReviewAnnotation.id == latest.c.mark_id)
+        .where(Chair.site_id == site_id, Alarm.raised_at >= start, Alarm.raised_at < end)
+    )
+    return [SiteAlarmRow(*row) for row in rows]

@@ -1,0 +1,1 @@
+"""Session review pages: the list of sessions and one session's trace, figures and alarm log."""
