@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions_router)
     app.include_router(alarms_router)
     app.include_router(live_router)
+    app.include_router(__import__("app.trends.endpoints", fromlist=["router"]).router)
     app.include_router(review_router)
     install_adapters(app, db, app.state.ingest)
     app.state.adapters.events.subscribe(alarms.on_adapter_event)

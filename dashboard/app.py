@@ -1,7 +1,8 @@
 """The nurse station: a Dash app the server mounts at `/`.
 
-The layout comes from the site directory once per page; every live value comes
-from the site's websocket through assets/vigil-live.js, never from polling.
+The layout comes from the site directory once per page; every live value comes from the
+site's websocket through assets/vigil-live.js (tiles, sparklines, alarms, sound) and
+assets/station-chair.js (the chair view), never from polling.
 """
 
 from __future__ import annotations
@@ -20,6 +21,131 @@ SECONDARY_DISPLAY_NOTICE = (
 )
 _SITE_PATH = re.compile(r"^/sites/(\d+)/?$")
 
+# Session-event presets of the chair view: (label, event kind, value, unit, note).
+EVENT_PRESETS: list[tuple[str, str, str, str, str]] = [
+    ("Infusion start", "infusion_start", "", "", ""),
+    ("Infusion stop", "infusion_stop", "", "", ""),
+    ("Rate 0.5 mg/kg/h", "rate_change", "0.5", "mg/kg/h", ""),
+    ("Rate 0.75 mg/kg/h", "rate_change", "0.75", "mg/kg/h", ""),
+    ("Rate 1.0 mg/kg/h", "rate_change", "1.0", "mg/kg/h", ""),
+    ("Pause infusion", "infusion_pause", "", "", ""),
+    ("Resume infusion", "infusion_resume", "", "", ""),
+    ("BP med: labetalol 10 mg IV", "bp_medication", "10", "mg", "labetalol IV"),
+    ("BP med: clonidine 0.1 mg PO", "bp_medication", "0.1", "mg", "clonidine PO"),
+]
+
+
+def _toolbar() -> html.Div:
+    return html.Div(
+        className="toolbar",
+        children=[
+            html.Span("Show:", className="toolbar-label"),
+            *[
+                html.Button(label, className="filter", **data_attributes(filter=name))
+                for name, label in [
+                    ("alarming", "Alarming"),
+                    ("disconnected", "Disconnected"),
+                    ("infusion", "In infusion"),
+                ]
+            ],
+            html.Label(
+                className="sort",
+                children=[
+                    "Sort: ",
+                    html.Select(
+                        id="sort-order",
+                        className="sort-select",
+                        children=[
+                            html.Option("chair order", value="chair"),
+                            html.Option("severity", value="severity"),
+                        ],
+                    ),
+                ],
+            ),
+            html.Span("", id="filter-count", className="filter-count"),
+            html.Span(className="spacer"),
+            html.Span("SOUND OFF", id="sound-status", className="sound-status off"),
+            html.Button("Enable sound", id="sound-enable", className="sound-enable"),
+            html.Button("Alarm self-test", id="sound-test", className="sound-test"),
+        ],
+    )
+
+
+def _chair_view() -> html.Div:
+    return html.Div(
+        id="chair-view",
+        className="chair-view",
+        hidden=True,
+        role="dialog",
+        children=[
+            html.Div(
+                className="chair-view-head",
+                children=[
+                    html.Span("", id="chair-view-title", className="chair-view-title"),
+                    html.Span("", id="chair-view-phase", className="phase"),
+                    html.Button("Close", id="chair-view-close", className="chair-view-close"),
+                ],
+            ),
+            dcc.Graph(
+                id="chair-trend",
+                className="chair-trend",
+                config={"displayModeBar": False, "responsive": True},
+                figure={"data": [], "layout": {"template": "plotly_dark"}},
+            ),
+            html.Div(
+                className="chair-view-body",
+                children=[
+                    html.Div(
+                        className="chair-panel",
+                        children=[html.H3("Alarms"), html.Ul(id="chair-alarms")],
+                    ),
+                    html.Div(
+                        className="chair-panel",
+                        children=[html.H3("Active limits"), html.Table(id="chair-limits")],
+                    ),
+                    html.Div(
+                        className="chair-panel",
+                        children=[
+                            html.H3("Record an event"),
+                            html.Div(
+                                className="event-presets",
+                                children=[
+                                    html.Button(
+                                        label,
+                                        className="event-preset",
+                                        **data_attributes(
+                                            kind=kind, value=value, unit=unit, note=note
+                                        ),
+                                    )
+                                    for label, kind, value, unit, note in EVENT_PRESETS
+                                ],
+                            ),
+                            html.Div(
+                                className="event-note",
+                                children=[
+                                    dcc.Input(
+                                        id="event-note-text",
+                                        type="text",
+                                        placeholder="Note…",
+                                        debounce=False,
+                                    ),
+                                    html.Button(
+                                        "Add note",
+                                        className="event-preset",
+                                        **data_attributes(kind="note"),
+                                    ),
+                                ],
+                            ),
+                            html.Div("", id="event-result", className="event-result"),
+                            html.H3("Events"),
+                            html.Ul(id="chair-events"),
+                        ],
+                    ),
+                ],
+            ),
+        ],
+    )
+
 
 def create_dashboard(directory: SiteDirectory) -> Dash:
     dash_app = Dash(
@@ -28,6 +154,10 @@ def create_dashboard(directory: SiteDirectory) -> Dash:
         assets_folder=str(Path(__file__).parent / "assets"),
         update_title="",
         suppress_callback_exceptions=True,
+        # The server's sign-in sets this cookie; callbacks echo it so the server's CSRF
+        # check lets them through.
+        csrf_token_name="vigil_csrf",
+        csrf_header_name="X-CSRF-Token",
     )
     dash_app.layout = html.Div(
         className="station-page",
@@ -49,7 +179,9 @@ def create_dashboard(directory: SiteDirectory) -> Dash:
                 role="alert",
                 hidden=True,
             ),
+            _toolbar(),
             html.Main(id="station"),
+            _chair_view(),
             html.Footer(SECONDARY_DISPLAY_NOTICE, className="notice"),
         ],
     )
@@ -61,12 +193,16 @@ def create_dashboard(directory: SiteDirectory) -> Dash:
     )
     def render_site(pathname: str | None) -> tuple[html.Div, list[dcc.Link]]:
         sites = directory.sites()
-        nav = [
-            dcc.Link(site.name, href=f"/sites/{site.site_id}", className="site-link")
-            for site in sites
-        ]
         match = _SITE_PATH.match(pathname or "/")
         site_id = int(match.group(1)) if match else (sites[0].site_id if sites else None)
+        nav = [
+            dcc.Link(
+                f"{site.name} ({site.chair_count})",
+                href=f"/sites/{site.site_id}",
+                className="site-link current" if site.site_id == site_id else "site-link",
+            )
+            for site in sites
+        ]
         if site_id is None or site_id not in {site.site_id for site in sites}:
             return html.Div("No such site. Pick one above.", className="empty"), nav
         tiles = [chair_tile(chair) for chair in directory.chairs(site_id)]

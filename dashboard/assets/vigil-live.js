@@ -1,14 +1,16 @@
 /*
- * Vigil nurse station: the live link.
+ * Vigil nurse station: the live link and the grid.
  *
  * Opens the site's websocket, applies the snapshot and the numbered deltas to the
  * tiles, and keeps every value honest about its age:
  *  - a value past its freshness window greys out and shows how old it is;
+ *  - a chair whose device has gone quiet says for how long;
  *  - no message for LINK_TIMEOUT_MS (the server sends a heartbeat every 2 s) or a
  *    closed socket raises the full-width banner and greys every tile;
  *  - the socket reconnects forever, backoff doubling up to 30 s, and every
- *    reconnect starts from a fresh snapshot;
+ *    reconnect starts from a fresh snapshot (and re-reads the sparklines);
  *  - a gap in sequence numbers asks the server for a fresh snapshot.
+ * Values go straight into the tiles' DOM: Dash never re-renders the grid for them.
  */
 (function () {
   "use strict";
@@ -16,6 +18,10 @@
   var LINK_TIMEOUT_MS = 5000;
   var BACKOFF_MAX_MS = 30000;
   var FRESH_S = { hr: 10, pr: 10, spo2: 10, nibp: 20 * 60 };
+  var SPARK_WINDOW_S = 15 * 60;
+  var SPARK_BUCKET_S = 5;
+  var SPARK_REDRAW_MS = 5000; // sparklines move in 5 s steps: cheap for 30 chairs
+  var LATENCY_KEEP = 20000;
 
   var link = {
     ws: null,
@@ -25,12 +31,34 @@
     backoffMs: 1000,
     reconnectTimer: null,
     serverOffsetMs: 0, // server clock minus browser clock
+    offsetSamples: [],
     chairs: {}, // chair_id -> chair state from the snapshot, updated by deltas
+    spark: {}, // chair_id -> {hr: [[t_ms, v]], spo2: [...], pr: [...]} bucket means
+    pausedUntil: {}, // session_id -> ms (server clock) when its audio pause ends
+    station: { nibp_interval_s: {}, audio_pause_s: 120, device_silent_s: 10 },
+    filters: {},
+    sort: "chair",
+    latency: [], // receipt by the server → tile painted, ms
+    connects: 0,
   };
-  window.vigilLive = link; // inspected by the browser tests
+  window.vigilLive = link; // inspected by the browser tests and the benchmark
+
+  link.takeLatencies = function () {
+    var taken = link.latency;
+    link.latency = [];
+    return taken;
+  };
 
   function serverNow() {
     return Date.now() + link.serverOffsetMs;
+  }
+
+  function noteServerTime(iso) {
+    // Each message's server_time minus now under-estimates the offset by its transit
+    // time, so the largest of the recent estimates is the closest.
+    link.offsetSamples.push(Date.parse(iso) - Date.now());
+    if (link.offsetSamples.length > 30) link.offsetSamples.shift();
+    link.serverOffsetMs = Math.max.apply(null, link.offsetSamples);
   }
 
   function formatAge(seconds) {
@@ -40,74 +68,143 @@
     return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
   }
 
+  function formatClock(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    var m = Math.floor(seconds / 60), s = seconds % 60;
+    return m + ":" + (s < 10 ? "0" : "") + s;
+  }
+
   function fmt(value) {
     return String(Math.round(value));
   }
 
+  function setText(el, text) {
+    if (el && el.textContent !== text) el.textContent = text;
+  }
+
   function tileFor(chairId) {
-    return document.querySelector('.tile[data-chair-id="' + chairId + '"]');
+    return document.getElementById("chair-" + chairId);
+  }
+
+  function vitalEl(tile, code) {
+    return tile.querySelector('.vital[data-vital="' + code + '"]');
   }
 
   function setVital(tile, code, text, label, receivedTime) {
-    var el = tile.querySelector('.vital[data-vital="' + code + '"]');
+    var el = vitalEl(tile, code);
     if (!el) return;
-    el.querySelector(".value").textContent = text;
-    if (label) el.querySelector(".label").textContent = label;
+    setText(el.querySelector(".value"), text);
+    if (label) setText(el.querySelector(".label"), label);
     el.dataset.received = receivedTime || "";
     el.classList.toggle("no-value", !receivedTime);
+  }
+
+  function isFresh(entry, limitS) {
+    return (serverNow() - Date.parse(entry.received_time)) / 1000 <= limitS;
+  }
+
+  // Heart rate from the ECG when it is there, else the oximeter's pulse rate.
+  function rateVital(v) {
+    return v.hr && isFresh(v.hr, FRESH_S.hr) ? "hr" : v.pr ? "pr" : "hr";
+  }
+
+  // The SpO2 signal-quality mark: the device's flags first, then the perfusion index.
+  function signalQuality(v) {
+    var q = v.spo2 ? v.spo2.quality || [] : [];
+    if (q.indexOf("probe_off") >= 0) return ["poor", "probe off"];
+    if (q.indexOf("cuff_inflating") >= 0) return ["poor", "cuff"];
+    if (q.indexOf("artifact") >= 0) return ["poor", "artifact"];
+    if (q.indexOf("low_perfusion") >= 0) return ["poor", "low signal"];
+    if (q.indexOf("questionable") >= 0) return ["poor", "?"];
+    if (v.pi && isFresh(v.pi, FRESH_S.spo2)) {
+      if (v.pi.value <= 0.4) return ["poor", "PI " + v.pi.value.toFixed(1)];
+      if (v.pi.value < 1) return ["fair", "PI " + v.pi.value.toFixed(1)];
+      return ["good", "PI " + v.pi.value.toFixed(1)];
+    }
+    return ["", ""];
   }
 
   function renderChair(chair) {
     var tile = tileFor(chair.chair_id);
     if (!tile) return;
     var session = chair.session;
-    tile.querySelector(".patient").textContent = session ? session.patient_initials : "";
-    tile.querySelector(".phase").textContent = session ? session.phase.replace("_", " ") : "no session";
+    setText(tile.querySelector(".patient"), session ? session.patient_initials : "");
+    setText(tile.querySelector(".phase"), session ? session.phase.replace("_", " ") : "no session");
     tile.classList.toggle("vacant", !session);
+    tile.dataset.phase = session ? session.phase : "";
 
     var v = chair.vitals;
-    // Heart rate from the ECG when it is there, else the oximeter's pulse rate.
-    var rate = v.hr && isFresh(v.hr, FRESH_S.hr) ? ["hr", "HR"] : v.pr ? ["pr", "PR"] : ["hr", "HR"];
-    var r = v[rate[0]];
-    setVital(tile, "hr", r ? fmt(r.value) : "---", rate[1], r && r.received_time);
+    var rate = rateVital(v);
+    var r = v[rate];
+    setVital(tile, "hr", r ? fmt(r.value) : "---", rate === "pr" ? "PR" : "HR", r && r.received_time);
     setVital(tile, "spo2", v.spo2 ? fmt(v.spo2.value) : "---", null, v.spo2 && v.spo2.received_time);
+    var sq = signalQuality(v);
+    var mark = tile.querySelector(".signal");
+    setText(mark, sq[1]);
+    mark.className = "signal" + (sq[0] ? " sq-" + sq[0] : "");
+    var flagged = v.spo2 && (v.spo2.quality || []).length > 0;
+    vitalEl(tile, "spo2").classList.toggle("flagged", !!flagged);
     var sys = v.nibp_sys, dia = v.nibp_dia, mean = v.nibp_mean;
     var nibp = sys && dia ? fmt(sys.value) + "/" + fmt(dia.value) + (mean ? " (" + fmt(mean.value) + ")" : "") : "---";
     setVital(tile, "nibp", nibp, null, sys && sys.received_time);
-    renderAlarms(tile, chair.alarms || []);
   }
 
   // IEC 60601-1-8: high red flashing ~2 Hz, medium yellow ~0.5 Hz; technical alarms cyan.
   var RANK = { crisis: 4, high: 3, medium: 2, low: 1 };
 
-  function renderAlarms(tile, alarms) {
-    var ordered = alarms.slice().sort(function (a, b) {
+  function alarmLevel(alarm) {
+    if (alarm.kind === "technical") return "technical";
+    return alarm.priority === "crisis" ? "high" : alarm.priority;
+  }
+
+  function orderedAlarms(chair) {
+    return (chair.alarms || []).slice().sort(function (a, b) {
       return (b.state === "raised") - (a.state === "raised") ||
         RANK[b.priority] - RANK[a.priority] || Date.parse(b.raised_at) - Date.parse(a.raised_at);
     });
+  }
+
+  function severity(chair) {
+    var top = orderedAlarms(chair)[0];
+    var score = 0;
+    if (top) {
+      var levelScore = { high: 40, medium: 30, technical: 25, low: 20 }[alarmLevel(top)];
+      score = levelScore + (top.state === "raised" ? 5 : 0);
+    }
+    if (chair.disconnected) score = Math.max(score, 15);
+    return score;
+  }
+
+  function renderAlarms(chair) {
+    var tile = tileFor(chair.chair_id);
+    if (!tile) return;
+    var ordered = orderedAlarms(chair);
     var top = ordered[0];
     tile.classList.remove("alarm-high", "alarm-medium", "alarm-low", "alarm-technical", "alarm-acknowledged");
     if (top) {
-      var level = top.kind === "technical" ? "technical" : top.priority === "crisis" ? "high" : top.priority;
-      tile.classList.add("alarm-" + level);
+      tile.classList.add("alarm-" + alarmLevel(top));
       if (top.state !== "raised") tile.classList.add("alarm-acknowledged");
     }
     tile.dataset.alarmCount = String(ordered.length);
     var status = tile.querySelector(".tile-status");
     status.textContent = "";
-    ordered.slice(0, 3).forEach(function (alarm) {
+    ordered.slice(0, 2).forEach(function (alarm) {
       var line = document.createElement("div");
       line.className = "alarm-line " + alarm.kind + " " + alarm.priority + " " + alarm.state;
       line.dataset.alarmId = alarm.alarm_id;
       line.textContent = alarm.text + (alarm.state === "acknowledged" ? " (ack " + alarm.acknowledged_by + ")" : "");
       status.appendChild(line);
     });
-    if (ordered.length > 3) {
+    if (ordered.length > 2) {
       var more = document.createElement("div");
       more.className = "alarm-more";
-      more.textContent = "+" + (ordered.length - 3) + " more";
+      more.textContent = "+" + (ordered.length - 2) + " more";
       status.appendChild(more);
     }
+    var raised = ordered.filter(function (a) { return a.state === "raised"; });
+    tile.querySelector(".ack-button").hidden = raised.length === 0;
+    tile.querySelector(".pause-button").hidden =
+      raised.length === 0 || raised.every(function (a) { return a.audio_paused; });
   }
 
   function applyAlarm(msg) {
@@ -116,11 +213,169 @@
     var alarms = (chair.alarms || []).filter(function (a) { return a.alarm_id !== msg.alarm.alarm_id; });
     if (msg.alarm.state !== "cleared") alarms.push(msg.alarm);
     chair.alarms = alarms;
-    renderChair(chair);
+    if (msg.event === "audio_paused") {
+      link.pausedUntil[msg.session_id] = Date.parse(msg.server_time) + link.station.audio_pause_s * 1000;
+    } else if (msg.event === "audio_resumed") {
+      delete link.pausedUntil[msg.session_id];
+    }
+    renderAlarms(chair);
+    if (window.vigilChair) window.vigilChair.onAlarm(msg);
+    applyView();
+    updateSound();
   }
 
-  function isFresh(entry, limitS) {
-    return (serverNow() - Date.parse(entry.received_time)) / 1000 <= limitS;
+  // --- sparklines ------------------------------------------------------------------
+
+  function sparkAdd(chairId, vital, tMs, value) {
+    var lines = link.spark[chairId] || (link.spark[chairId] = {});
+    var line = lines[vital] || (lines[vital] = []);
+    var bucket = Math.floor(tMs / 1000 / SPARK_BUCKET_S) * SPARK_BUCKET_S * 1000;
+    var last = line[line.length - 1];
+    if (last && last[0] === bucket) {
+      last[2] += value;
+      last[3] += 1;
+      last[1] = last[2] / last[3];
+    } else if (!last || bucket > last[0]) {
+      line.push([bucket, value, value, 1]);
+    }
+    lines.dirty = true;
+  }
+
+  function drawSpark(el, line, now) {
+    var from = now - SPARK_WINDOW_S * 1000;
+    while (line.length && line[0][0] < from) line.shift();
+    var poly = el.firstChild;
+    if (!poly) {
+      el.innerHTML = '<svg viewBox="0 0 900 40" preserveAspectRatio="none"><polyline points=""/></svg>';
+      poly = el.firstChild;
+    }
+    if (!line.length) {
+      poly.firstChild.setAttribute("points", "");
+      return;
+    }
+    var lo = Infinity, hi = -Infinity;
+    line.forEach(function (p) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); });
+    var span = Math.max(hi - lo, el.dataset.spark === "spo2" ? 6 : 20);
+    var mid = (hi + lo) / 2;
+    lo = mid - span / 2;
+    var pts = line.map(function (p) {
+      var x = (p[0] - from) / 1000;
+      var y = 38 - ((p[1] - lo) / span) * 36;
+      return x.toFixed(0) + "," + y.toFixed(1);
+    });
+    poly.firstChild.setAttribute("points", pts.join(" "));
+  }
+
+  function redrawSparks(all) {
+    var now = serverNow();
+    Object.keys(link.spark).forEach(function (chairId) {
+      var lines = link.spark[chairId];
+      if (!lines.dirty && !all) return;
+      lines.dirty = false;
+      var tile = tileFor(chairId);
+      if (!tile) return;
+      var chair = link.chairs[chairId];
+      var rate = chair ? rateVital(chair.vitals) : "hr";
+      drawSpark(tile.querySelector('.spark[data-spark="hr"]'), lines[rate] || lines.hr || lines.pr || [], now);
+      drawSpark(tile.querySelector('.spark[data-spark="spo2"]'), lines.spo2 || [], now);
+    });
+  }
+
+  function loadSparklines(siteId) {
+    window.vigilGet("/api/v1/sites/" + siteId + "/sparklines?minutes=15&bucket_s=" + SPARK_BUCKET_S)
+      .then(function (body) {
+        if (String(body.site_id) !== String(link.siteId)) return;
+        var live = link.spark;
+        link.spark = {};
+        body.chairs.forEach(function (chair) {
+          var lines = (link.spark[chair.chair_id] = { dirty: true });
+          Object.keys(chair.series).forEach(function (vital) {
+            var s = chair.series[vital];
+            lines[vital] = s.t.map(function (t, i) {
+              var at = Math.floor(Date.parse(t) / 1000 / SPARK_BUCKET_S) * SPARK_BUCKET_S * 1000;
+              return [at, s.v[i], s.v[i], 1];
+            });
+          });
+        });
+        // Buckets that arrived live while the history was on its way stay.
+        Object.keys(live).forEach(function (chairId) {
+          ["hr", "pr", "spo2"].forEach(function (vital) {
+            (live[chairId][vital] || []).forEach(function (p) {
+              var lines = link.spark[chairId] || (link.spark[chairId] = {});
+              var line = lines[vital] || (lines[vital] = []);
+              var last = line[line.length - 1];
+              if (!last || p[0] > last[0]) line.push(p.slice());
+              lines.dirty = true;
+            });
+          });
+        });
+        redrawSparks(true);
+      })
+      .catch(function () { /* the next snapshot tries again; tiles work without history */ });
+  }
+
+  function loadStationState(siteId) {
+    window.vigilGet("/api/v1/sites/" + siteId + "/station-state").then(function (body) {
+      if (String(body.site_id) !== String(link.siteId)) return;
+      link.station = body;
+      link.pausedUntil = {};
+      Object.keys(body.audio_paused_until).forEach(function (sid) {
+        link.pausedUntil[sid] = Date.parse(body.audio_paused_until[sid]);
+      });
+      refreshAges();
+    }).catch(function () { /* defaults stay until the next snapshot */ });
+  }
+
+  // --- ages, links, sound and the view ----------------------------------------------
+
+  function lastHeard(chair) {
+    var latest = 0;
+    Object.keys(chair.vitals).forEach(function (code) {
+      latest = Math.max(latest, Date.parse(chair.vitals[code].received_time));
+    });
+    return latest;
+  }
+
+  function refreshChairClock(chair, now, linkUp) {
+    var tile = tileFor(chair.chair_id);
+    if (!tile) return;
+    var session = chair.session;
+    // Infusion time, from the infusion start event.
+    var infusion = "";
+    if (session && session.infusion_started_at && (session.phase === "infusion" || session.phase === "recovery")) {
+      var label = session.phase === "infusion" ? "inf " : "since start ";
+      infusion = label + formatClock((now - Date.parse(session.infusion_started_at)) / 1000);
+    }
+    setText(tile.querySelector(".infusion-time"), infusion);
+
+    // A chair whose device has gone quiet says so, and for how long.
+    var heard = lastHeard(chair);
+    var silentS = heard ? (now - heard) / 1000 : null;
+    var disconnected = !!session && heard > 0 && silentS > (link.station.device_silent_s || 10);
+    chair.disconnected = disconnected;
+    tile.classList.toggle("disconnected", disconnected);
+    var linkText = "";
+    if (disconnected) linkText = "disconnected for " + formatAge(silentS);
+    else if (session && !heard) linkText = "no data from the monitor yet";
+    setText(tile.querySelector(".tile-link"), linkText);
+
+    // Next cuff: the phase's interval after the last reading.
+    var next = "";
+    var nibp = chair.vitals.nibp_sys;
+    var interval = session ? link.station.nibp_interval_s[session.phase] || 0 : 0;
+    if (nibp && interval > 0) {
+      var due = (Date.parse(nibp.received_time) + interval * 1000 - now) / 1000;
+      next = due >= 0 ? "next ~" + formatClock(due) : "cuff overdue " + formatAge(-due);
+    }
+    setText(tile.querySelector(".next-cuff"), next);
+
+    // Audio pause: always visible, with the time left.
+    var pauseLeft = "";
+    var until = session ? link.pausedUntil[session.session_id] : null;
+    if (until && until > now) pauseLeft = "audio paused " + formatClock((until - now) / 1000);
+    else if (until) delete link.pausedUntil[session.session_id];
+    setText(tile.querySelector(".pause-left"), pauseLeft);
+    tile.classList.toggle("audio-paused", !!pauseLeft);
   }
 
   function refreshAges() {
@@ -128,30 +383,81 @@
       Date.now() - link.lastMessageAt <= LINK_TIMEOUT_MS;
     showLink(linkUp);
     var now = serverNow();
-    document.querySelectorAll(".vital").forEach(function (el) {
+    var vitals = document.querySelectorAll(".vital");
+    for (var i = 0; i < vitals.length; i++) {
+      var el = vitals[i];
       var received = el.dataset.received;
       var age = el.querySelector(".age");
       if (!received) {
-        age.textContent = "";
+        setText(age, "");
         el.classList.remove("stale");
-        return;
+        continue;
       }
       var seconds = (now - Date.parse(received)) / 1000;
-      var stale = !linkUp || seconds > FRESH_S[el.dataset.vital];
-      el.classList.toggle("stale", stale);
-      age.textContent = formatAge(seconds) + (el.dataset.vital === "nibp" ? " ago" : "");
+      var code = el.dataset.vital;
+      var freshS = FRESH_S[code];
+      var tile = el.closest(".tile");
+      if (code === "nibp" && tile && link.station.nibp_interval_s[tile.dataset.phase]) {
+        freshS = link.station.nibp_interval_s[tile.dataset.phase] + 120;
+      }
+      el.classList.toggle("stale", !linkUp || seconds > freshS);
+      setText(age, formatAge(seconds) + (code === "nibp" ? " ago" : ""));
+    }
+    Object.keys(link.chairs).forEach(function (id) { refreshChairClock(link.chairs[id], now, linkUp); });
+    applyView();
+    updateSound();
+  }
+
+  function updateSound() {
+    if (!window.vigilSound) return;
+    var now = serverNow();
+    var levels = [];
+    var paused = [];
+    Object.keys(link.chairs).forEach(function (id) {
+      var chair = link.chairs[id];
+      var sid = chair.session ? chair.session.session_id : null;
+      var until = sid ? link.pausedUntil[sid] : null;
+      var chairPaused = until && until > now;
+      if (chairPaused) paused.push(chair.name + " " + formatClock((until - now) / 1000));
+      (chair.alarms || []).forEach(function (a) {
+        if (a.state === "raised" && !a.audio_paused && !chairPaused) levels.push(alarmLevel(a));
+      });
     });
+    window.vigilSound.update(levels, paused.length ? "audio paused: " + paused.join(", ") : "");
   }
 
   function showLink(up) {
     var banner = document.getElementById("link-banner");
-    if (banner) banner.hidden = up;
+    if (banner && banner.hidden !== up) banner.hidden = up;
     var status = document.getElementById("link-status");
     if (status) {
-      status.textContent = up ? "live" : "NOT LIVE";
+      setText(status, up ? "live" : "NOT LIVE");
       status.classList.toggle("down", !up);
     }
     document.body.classList.toggle("link-down", !up);
+  }
+
+  // Filters and sorting move tiles with CSS (order, a class): the DOM stays put.
+  function applyView() {
+    var anyFilter = link.filters.alarming || link.filters.disconnected || link.filters.infusion;
+    var shown = 0, total = 0;
+    Object.keys(link.chairs).forEach(function (id) {
+      var chair = link.chairs[id];
+      var tile = tileFor(id);
+      if (!tile) return;
+      total += 1;
+      var alarming = (chair.alarms || []).length > 0;
+      var infusion = chair.session && chair.session.phase === "infusion";
+      var show = !anyFilter ||
+        (link.filters.alarming && alarming) ||
+        (link.filters.disconnected && chair.disconnected) ||
+        (link.filters.infusion && infusion);
+      tile.classList.toggle("filtered-out", !show);
+      if (show) shown += 1;
+      var order = link.sort === "severity" ? String(100 - severity(chair)) : "";
+      if (tile.style.order !== order) tile.style.order = order;
+    });
+    setText(document.getElementById("filter-count"), anyFilter ? shown + " of " + total + " shown" : "");
   }
 
   function applySnapshot(msg) {
@@ -162,22 +468,43 @@
       link.chairs[chair.chair_id] = chair;
       if (chair.session) occupied += 1;
       renderChair(chair);
+      renderAlarms(chair);
     });
-    var occupancy = document.getElementById("occupancy");
-    if (occupancy) occupancy.textContent = occupied + "/" + msg.chairs.length + " chairs";
+    setText(document.getElementById("occupancy"), occupied + "/" + msg.chairs.length + " chairs");
     if (msg.chairs.some(function (c) { return !tileFor(c.chair_id); })) {
       // The site gained a chair since this page was laid out.
       window.location.reload();
+      return;
     }
+    loadStationState(msg.site_id);
+    loadSparklines(msg.site_id);
+    if (window.vigilChair) window.vigilChair.onSnapshot();
+  }
+
+  var pendingLatency = [];
+  function measureOnPaint() {
+    var now = serverNow();
+    pendingLatency.forEach(function (received) { link.latency.push(now - received); });
+    pendingLatency = [];
+    if (link.latency.length > LATENCY_KEEP) link.latency.splice(0, link.latency.length - LATENCY_KEEP);
   }
 
   function applySamples(msg) {
     var chair = link.chairs[msg.chair_id];
     if (!chair) return requestResync();
     msg.samples.forEach(function (s) {
-      chair.vitals[s.vital] = s;
+      var current = chair.vitals[s.vital];
+      if (!current || Date.parse(current.received_time) <= Date.parse(s.received_time)) chair.vitals[s.vital] = s;
+      if (s.vital === "hr" || s.vital === "pr" || s.vital === "spo2") {
+        if (!s.quality || !s.quality.length) sparkAdd(msg.chair_id, s.vital, Date.parse(s.received_time), s.value);
+      }
     });
     renderChair(chair);
+    refreshChairClock(chair, serverNow(), true);
+    if (window.vigilChair) window.vigilChair.onSamples(msg);
+    // Receipt → tile: measured when the frame with the new value is painted.
+    if (!pendingLatency.length) requestAnimationFrame(measureOnPaint);
+    pendingLatency.push(Date.parse(msg.samples[0].received_time));
   }
 
   function requestResync() {
@@ -189,9 +516,10 @@
   function onMessage(event) {
     var msg = JSON.parse(event.data);
     link.lastMessageAt = Date.now();
-    if (msg.server_time) link.serverOffsetMs = Date.parse(msg.server_time) - Date.now();
+    if (msg.server_time) noteServerTime(msg.server_time);
     if (msg.type === "snapshot") {
       applySnapshot(msg);
+      refreshAges();
     } else if (msg.type === "samples" || msg.type === "alarm") {
       if (msg.seq <= link.seq) return; // already in the snapshot
       if (msg.seq !== link.seq + 1) return requestResync();
@@ -201,7 +529,7 @@
     } else if (msg.type === "heartbeat") {
       if (msg.seq > link.seq) requestResync(); // a delta went missing
     }
-    refreshAges();
+    if (document.body.classList.contains("link-down")) refreshAges();
   }
 
   function connect() {
@@ -216,6 +544,7 @@
     link.ws = ws;
     ws.onopen = function () {
       link.backoffMs = 1000;
+      link.connects += 1;
     };
     ws.onmessage = onMessage;
     ws.onclose = function () {
@@ -233,11 +562,69 @@
       link.siteId = siteId;
       link.seq = 0;
       link.backoffMs = 1000;
+      link.chairs = {};
+      link.spark = {};
       connect();
     }
   }
 
-  new MutationObserver(watchGrid).observe(document.documentElement, { childList: true, subtree: true });
+  // --- people's actions -------------------------------------------------------------
+
+  function flashError(tile, error) {
+    setText(tile.querySelector(".tile-link"), "not done: " + error.message);
+  }
+
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    var filter = target.closest("[data-filter]");
+    if (filter) {
+      var name = filter.dataset.filter;
+      link.filters[name] = !link.filters[name];
+      filter.classList.toggle("active", link.filters[name]);
+      filter.setAttribute("aria-pressed", String(link.filters[name]));
+      applyView();
+      return;
+    }
+    var tile = target.closest(".tile");
+    if (!tile) return;
+    var chair = link.chairs[tile.dataset.chairId];
+    if (!chair) return;
+    if (target.closest(".ack-button")) {
+      (chair.alarms || []).filter(function (a) { return a.state === "raised"; }).forEach(function (a) {
+        window.vigilPost("/api/v1/alarms/" + encodeURIComponent(a.alarm_id) + "/acknowledge", { by: window.vigilActor })
+          .catch(function (error) { flashError(tile, error); });
+      });
+    } else if (target.closest(".pause-button")) {
+      if (!chair.session) return;
+      // No length: the protocol's pause, which every screen counts down from.
+      window.vigilPost("/api/v1/sessions/" + chair.session.session_id + "/audio-pause", { by: window.vigilActor })
+        .catch(function (error) { flashError(tile, error); });
+    } else if (window.vigilChair && chair.session) {
+      window.vigilChair.open(chair.chair_id);
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "sort-order") {
+      link.sort = event.target.value;
+      applyView();
+    }
+  });
+
+  link.chairState = function (chairId) { return link.chairs[chairId]; };
+  link.serverNow = serverNow;
+
+  // Watch the document only until Dash has rendered #station, then only #station's
+  // children: text changes in the tiles would otherwise wake the observer 30 times a second.
+  var pageObserver = new MutationObserver(function () {
+    var station = document.getElementById("station");
+    if (!station) return;
+    pageObserver.disconnect();
+    new MutationObserver(watchGrid).observe(station, { childList: true });
+    watchGrid();
+  });
+  pageObserver.observe(document.documentElement, { childList: true, subtree: true });
   setInterval(refreshAges, 1000);
+  setInterval(function () { redrawSparks(false); }, SPARK_REDRAW_MS);
   document.addEventListener("DOMContentLoaded", watchGrid);
 })();
