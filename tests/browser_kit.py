@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from app.main import create_app
+from app.settings import Settings
 from tests.conftest import Clinic, LiveServer
 
 CHROMIUM_FLAGS = [
@@ -78,3 +84,59 @@ def post(server: LiveServer, device: str, *readings: tuple[str, float, str]) -> 
         },
     )
     assert response.status_code == 201, response.text
+
+
+def post_trace(
+    server: LiveServer, device: str, vital: str, values: list[float], unit: str, step_s: float = 1
+) -> None:
+    """Post a device's recent trace in one batch, the last value stamped now."""
+    end = datetime.now(UTC)
+    response = httpx.post(
+        f"{server.http_url}/api/v1/observations",
+        json={
+            "device_id": device,
+            "observations": [
+                {
+                    "vital": vital,
+                    "value": value,
+                    "unit": unit,
+                    "device_time": (
+                        end - timedelta(seconds=step_s * (len(values) - 1 - i))
+                    ).isoformat(),
+                }
+                for i, value in enumerate(values)
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+
+
+class RestartedServer:
+    """A fresh server process-alike on a stopped server's port: same database, new app."""
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        self._socket = sock
+        self._server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        )
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.http_url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> RestartedServer:
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start again")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        self._socket.close()
