@@ -22,6 +22,7 @@ from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
 from app.review.endpoints import router as review_router
+from app.review.source import DatabaseReviewSource
 from app.sessions.endpoints import router as sessions_router
 from app.sessions.service import SessionService
 from app.settings import Settings
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_adapters(app, db, app.state.ingest)
     app.state.adapters.events.subscribe(alarms.on_adapter_event)
     # Mounted last: Dash answers every path the API does not.
-    dashboard = create_dashboard(DatabaseSiteDirectory(db))
+    dashboard = create_dashboard(
+        DatabaseSiteDirectory(db), review=DatabaseReviewSource(db, alarms.engine.protocol)
+    )
     app.mount("/", WSGIMiddleware(dashboard.server))  # type: ignore[arg-type]
     return app

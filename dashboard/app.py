@@ -13,6 +13,8 @@ from pathlib import Path
 from dash import Dash, Input, Output, dcc, html
 
 from dashboard.directory import SiteDirectory
+from dashboard.review.pages import is_review_path, register_review_callbacks, review_page
+from dashboard.review.source import ReviewSource
 from dashboard.tiles import chair_tile, data_attributes
 
 SECONDARY_DISPLAY_NOTICE = (
@@ -147,7 +149,7 @@ def _chair_view() -> html.Div:
     )
 
 
-def create_dashboard(directory: SiteDirectory) -> Dash:
+def create_dashboard(directory: SiteDirectory, review: ReviewSource | None = None) -> Dash:
     dash_app = Dash(
         __name__,
         title="Vigil — nurse station",
@@ -203,6 +205,8 @@ def create_dashboard(directory: SiteDirectory) -> Dash:
             )
             for site in sites
         ]
+        if review is not None and is_review_path(pathname):
+            return review_page(review, pathname or "/review"), nav
         if site_id is None or site_id not in {site.site_id for site in sites}:
             return html.Div("No such site. Pick one above.", className="empty"), nav
         tiles = [chair_tile(chair) for chair in directory.chairs(site_id)]
@@ -211,4 +215,6 @@ def create_dashboard(directory: SiteDirectory) -> Dash:
         )
         return grid, nav
 
+    if review is not None:
+        register_review_callbacks(dash_app, review)
     return dash_app

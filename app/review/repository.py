@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, Float, and_, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFoundError
-from app.review.figures import VitalSeries
+from app.review.figures import FloatArray, VitalSeries
 from app.storage.models import (
     Alarm,
     AnnotationKind,
@@ -33,6 +34,7 @@ from dashboard.review.source import (
 )
 
 HIGH_PRIORITIES = ("high", "crisis")
+JULIAN_DAY_OF_1970 = 2440587.5  # 1970-01-01T00:00:00Z as a Julian day number
 
 
 @dataclass(frozen=True)
@@ -235,21 +237,41 @@ def session_head(session: Session, session_id: int) -> SessionHead:
     )
 
 
+def epoch_seconds(column: Any, dialect: str) -> ColumnElement[float]:
+    """Seconds since 1970, computed by the database: no datetime object is built per row,
+    which is most of the cost of reading a long session."""
+    if dialect == "sqlite":
+        # Stored as naive UTC text; julianday keeps well under a millisecond of precision.
+        return (func.julianday(column) - JULIAN_DAY_OF_1970) * 86400.0
+    return cast(extract("epoch", column), Float)
+
+
 def session_series(session: Session, session_id: int) -> dict[str, VitalSeries]:
     """Every sample of the session as numpy arrays per vital, in device-time order."""
+    dialect = session.get_bind().dialect.name
     rows = session.execute(
-        select(Sample.vital, Sample.device_time, Sample.value, Sample.quality)
+        select(
+            Sample.vital,
+            epoch_seconds(Sample.device_time, dialect),
+            Sample.value,
+            Sample.quality,
+        )
         .where(Sample.session_id == session_id)
         .order_by(Sample.vital, Sample.device_time, Sample.id)
     ).all()
-    grouped: dict[str, list[tuple[float, float, bool]]] = {}
-    for vital, moment, value, quality in rows:
-        grouped.setdefault(vital, []).append((moment.timestamp(), value, quality == 0))
-    series: dict[str, VitalSeries] = {}
-    for vital, items in grouped.items():
-        table = np.array(items, dtype=np.float64)
-        series[vital] = VitalSeries(vital, table[:, 0], table[:, 1], table[:, 2].astype(np.bool_))
-    return series
+    if not rows:
+        return {}
+    vitals, times, values, qualities = zip(*rows, strict=True)
+    names = np.asarray(vitals)
+    epochs: FloatArray = np.asarray(times, dtype=np.float64).round(3)  # device times carry ms
+    numbers = np.asarray(values, dtype=np.float64)
+    usable = np.asarray(qualities) == 0
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])  # rows come grouped by vital
+    ends = np.r_[starts[1:], len(rows)]
+    return {
+        str(names[a]): VitalSeries(str(names[a]), epochs[a:b], numbers[a:b], usable[a:b])
+        for a, b in zip(starts, ends, strict=True)
+    }
 
 
 def session_events(session: Session, session_id: int) -> list[EventRow]:
