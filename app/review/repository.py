@@ -425,11 +425,17 @@ def site_alarms(
     session: Session, site_id: int, start: datetime, end: datetime
 ) -> list[SiteAlarmRow]:
     """Alarms raised at the site's chairs in [start, end), each with its latest mark."""
-    latest = (
-        select(ReviewAnnotation.alarm_id, func.max(ReviewAnnotation.id).label("mark_id"))
-        .where(ReviewAnnotation.kind == AnnotationKind.ALARM_MARK)
-        .group_by(ReviewAnnotation.alarm_id)
-        .subquery()
+    # One index lookup per alarm (alarm_id, at): no plan that depends on table statistics.
+    latest_mark = (
+        select(ReviewAnnotation.actionable)
+        .where(
+            ReviewAnnotation.alarm_id == Alarm.id,
+            ReviewAnnotation.kind == AnnotationKind.ALARM_MARK,
+        )
+        .order_by(ReviewAnnotation.at.desc(), ReviewAnnotation.id.desc())
+        .limit(1)
+        .correlate(Alarm)
+        .scalar_subquery()
     )
     rows = session.execute(
         select(
@@ -437,11 +443,9 @@ def site_alarms(
             Alarm.priority,
             Alarm.raised_at,
             Alarm.acknowledged_at,
-            ReviewAnnotation.actionable,
+            latest_mark,
         )
         .join(Chair, Alarm.chair_id == Chair.id)
-        .outerjoin(latest, latest.c.alarm_id == Alarm.id)
-        .outerjoin(ReviewAnnotation, ReviewAnnotation.id == latest.c.mark_id)
         .where(Chair.site_id == site_id, Alarm.raised_at >= start, Alarm.raised_at < end)
     )
     return [SiteAlarmRow(*row) for row in rows]
