@@ -3,12 +3,14 @@ spans, summary figures, alarm log, export links and annotation form."""
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from pypdf import PdfReader
 
 from simulators.chair import SimulatedChair
 from tests.browser_kit import browser, page
@@ -87,6 +89,17 @@ def test_the_list_links_to_a_session_page_with_its_trace_and_alarm_spans(
         live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/annotations"
     ).json()
     assert [(m["alarm_id"], m["actionable"]) for m in marks] == [(known.high_alarm_id, False)]
+
+
+def test_the_html_report_prints_on_one_a4_page(
+    page: Page, live_server: LiveServer, clinic: Clinic
+) -> None:
+    known = create_known_session(live_server, clinic)
+    page.goto(f"{live_server.http_url}/api/v1/review/sessions/{known.session_id}/report.html")
+    expect(page.locator("#summary-figures")).to_contain_text("SBP (mmHg)")
+    printed = PdfReader(io.BytesIO(page.pdf(format="A4", print_background=True)))
+    assert len(printed.pages) == 1
+    assert "Seconds SpO2 below 90 %" in printed.pages[0].extract_text()
 
 
 def post_simulated_session(server: LiveServer, clinic: Clinic, seconds: int) -> int:
