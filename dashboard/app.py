@@ -92,6 +92,7 @@ def _chair_view() -> html.Div:
                 id="chair-trend",
                 className="chair-trend",
                 config={"displayModeBar": False, "responsive": True},
+                style={"height": "380px"},
                 figure={"data": [], "layout": {"template": "plotly_dark"}},
             ),
             html.Div(

@@ -50,7 +50,7 @@ def chair_tile(chair: ChairEntry) -> html.Div:
                     html.Span(chair.name, className="chair-name"),
                     html.Span("", className="patient"),
                     html.Span("no session", className="phase"),
-                    html.Span("", className="infusion-time"),
+                    html.Span("", className="infusion-time", title="time since infusion start"),
                 ],
             ),
             html.Div(

@@ -343,7 +343,7 @@
     // Infusion time, from the infusion start event.
     var infusion = "";
     if (session && session.infusion_started_at && (session.phase === "infusion" || session.phase === "recovery")) {
-      var label = session.phase === "infusion" ? "inf " : "since start ";
+      var label = session.phase === "infusion" ? "inf " : "t+";
       infusion = label + formatClock((now - Date.parse(session.infusion_started_at)) / 1000);
     }
     setText(tile.querySelector(".infusion-time"), infusion);
@@ -365,7 +365,7 @@
     var interval = session ? link.station.nibp_interval_s[session.phase] || 0 : 0;
     if (nibp && interval > 0) {
       var due = (Date.parse(nibp.received_time) + interval * 1000 - now) / 1000;
-      next = due >= 0 ? "next ~" + formatClock(due) : "cuff overdue " + formatAge(-due);
+      next = due >= 0 ? "next " + formatClock(due) : "overdue " + formatClock(-due);
     }
     setText(tile.querySelector(".next-cuff"), next);
 
@@ -401,7 +401,10 @@
         freshS = link.station.nibp_interval_s[tile.dataset.phase] + 120;
       }
       el.classList.toggle("stale", !linkUp || seconds > freshS);
-      setText(age, formatAge(seconds) + (code === "nibp" ? " ago" : ""));
+      // NIBP ages in whole minutes: the tile's one line also holds the next-cuff countdown.
+      var ageText = code !== "nibp" ? formatAge(seconds) :
+        seconds < 60 ? Math.max(0, Math.floor(seconds)) + " s ago" : Math.floor(seconds / 60) + " min ago";
+      setText(age, ageText);
     }
     Object.keys(link.chairs).forEach(function (id) { refreshChairClock(link.chairs[id], now, linkUp); });
     applyView();
