@@ -268,7 +268,7 @@ def test_the_chair_view_shows_the_last_hour_and_records_events(
     expect(page.locator("#chair-view-title")).to_contain_text("Chair 2")
     expect(view).not_to_have_attribute("data-loaded", "", timeout=5000)
     expect(page.locator("#chair-alarms li").first).to_contain_text("SpO2 84")
-    expect(page.locator("#chair-limits")).to_contain_text("SPO2")
+    expect(page.locator("#chair-limits")).to_contain_text("SPO2≤ 90high")
     expect(page.locator("#chair-events")).to_contain_text("infusion start")
     graph = "#chair-trend .js-plotly-plot"
     page.wait_for_function(f"document.querySelector('{graph}')?.data?.[0]?.x?.length === 5")

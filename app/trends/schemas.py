@@ -20,7 +20,7 @@ class Series(BaseModel):
 class ActiveLimit(BaseModel):
     rule_id: str
     vital: str
-    op: str = Field(description="le, lt, ge or gt: the alarm condition is `value op limit`")
+    op: str = Field(description="<, <=, > or >=: the alarm condition is `value op limit`")
     priority: str
     limit: float
     protocol_limit: float

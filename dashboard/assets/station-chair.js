@@ -128,7 +128,7 @@
 
     var limits = document.getElementById("chair-limits");
     limits.textContent = "";
-    var ops = { le: "≤", lt: "<", ge: "≥", gt: ">" };
+    var ops = { "<=": "≤", "<": "<", ">=": "≥", ">": ">" };
     trend.limits.forEach(function (limit) {
       var row = el("tr", limit.limit !== limit.protocol_limit ? "overridden" : "");
       row.appendChild(el("td", "", limit.vital.replace("nibp_", "").toUpperCase()));
