@@ -17,9 +17,11 @@ from app.settings import Settings
 from app.sites.demo import DEMO_DEVICE_PREFIX, seed_demo
 from app.storage import migrate
 from app.storage.db import Database
+from app.storage.models import Role
 from app.timeutil import utcnow
 
 if TYPE_CHECKING:
+    from app.auth.service import AuthService
     from simulators.doors import Door
     from simulators.fleet import ChairPlan
     from simulators.scenarios import Scenario
@@ -34,6 +36,10 @@ cli = typer.Typer(
 )
 db_cli = typer.Typer(help="Database schema management.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+user_cli = typer.Typer(help="People who may sign in, and their roles.", no_args_is_help=True)
+cli.add_typer(user_cli, name="user")
+credential_cli = typer.Typer(help="Device and gateway ingest credentials.", no_args_is_help=True)
+cli.add_typer(credential_cli, name="device-credential")
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)  # messages name files: never split them
 
@@ -82,6 +88,7 @@ def demo(
     chairs: Annotated[int, typer.Option(help="Simulated chairs.", min=1, max=60)] = 8,
 ) -> None:
     """Start a demo clinic: embedded SQLite, simulated chairs and the nurse station."""
+    from app.auth.demo import demo_access
     from app.main import create_app
     from simulators import sender
     from simulators.fleet import ChairRun
@@ -93,6 +100,7 @@ def demo(
         with db.session() as session:
             site_id = seed_demo(session, chairs)
         plans = _demo_chairs(db, site_id, chairs, seed=secrets.randbelow(1_000_000))
+        access = asyncio.run(demo_access(_auth_service(db, settings), site_id))
     finally:
         db.close()
 
@@ -109,8 +117,15 @@ def demo(
         console.print(f"[bold green]Vigil demo running[/] with {chairs} simulated chairs.")
         console.print(f"  Nurse station: [bold]{base}/sites/{site_id}[/]")
         console.print(f"  API docs:      {base}/docs")
+        console.print("  Demo sign-ins (new passwords on every start):")
+        for username, role, password in access.people:
+            console.print(
+                f"    {role.value:<10} user [bold]{username}[/]  password [bold]{password}[/]"
+            )
         console.print("  Stop with Ctrl-C.")
-        simulation = asyncio.create_task(sender.run(base, ChairRun(plans, endless=True)))
+        simulation = asyncio.create_task(
+            sender.run(base, ChairRun(plans, endless=True), token=access.gateway_token)
+        )
         await server_task
         simulation.cancel()
         with contextlib.suppress(asyncio.CancelledError, sender.SimulationError):
@@ -177,6 +192,16 @@ Speed = Annotated[
     ),
 ]
 DEFAULT_URL = "http://127.0.0.1:8000"
+DeviceToken = Annotated[
+    str | None,
+    typer.Option(
+        envvar="VIGIL_DEVICE_TOKEN",
+        help="The devices' credential (vgd_…): a gateway credential for their site, from "
+        "`vigil device-credential issue --site ID` (http and mqtt doors).",
+        rich_help_panel="Server",
+        show_default=False,
+    ),
+]
 
 
 @cli.command("scenarios")
@@ -259,6 +284,7 @@ def simulate(
     mqtt: Annotated[
         str, typer.Option(help="host:port of the MQTT broker, for --door mqtt.")
     ] = "127.0.0.1:1883",
+    token: DeviceToken = None,
 ) -> None:
     """Simulated chairs sending a scenario's vitals to a running Vigil through one of its doors.
 
@@ -275,7 +301,7 @@ def simulate(
     from simulators.fleet import ChairRun, fleet
     from simulators.timeline import TimelineError, timeline_start
 
-    target = _door(door, url, mllp, mqtt)
+    target = _door(door, url, mllp, mqtt, token)
     loaded = _load_scenario(scenario)
     if seed is None:
         seed = secrets.randbelow(1_000_000)
@@ -299,19 +325,21 @@ def simulate(
     _play(plan, target, speed, wait, bar=speed > 1, label=loaded.name)
 
 
-def _door(name: str, url: str, mllp: str, mqtt: str) -> str | Door:
+def _door(name: str, url: str, mllp: str, mqtt: str, token: str | None) -> Door:
     """The door named on the command line; a bad name or address exits 2 saying why."""
-    from simulators.doors import MllpDoor, MqttDoor
+    from simulators.doors import HttpDoor, MllpDoor, MqttDoor
 
     if name == "http":
-        return url
+        return HttpDoor(url, token)
     if name not in ("mllp", "mqtt"):
         _fail(f"unknown door {name!r}: use http, mllp or mqtt", 2)
     address = mllp if name == "mllp" else mqtt
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         _fail(f"--{name} must be host:port, got {address!r}", 2)
-    return MllpDoor(host, int(port)) if name == "mllp" else MqttDoor(host, int(port))
+    if name == "mllp":
+        return MllpDoor(host, int(port))
+    return MqttDoor(host, int(port), token=token)
 
 
 @cli.command()
@@ -334,6 +362,7 @@ def replay(
     ] = None,
     url: Url = DEFAULT_URL,
     wait: Wait = 10.0,
+    token: DeviceToken = None,
 ) -> None:
     """Feed a recorded session back into a running Vigil, its times shifted to now.
 
@@ -362,7 +391,9 @@ def replay(
         soft_wrap=True,
         markup=False,
     )
-    _play(plan, url, speed, wait, bar=True, label="replay")
+    from simulators.doors import HttpDoor
+
+    _play(plan, HttpDoor(url, token), speed, wait, bar=True, label="replay")
 
 
 def _play(plan: Run, url: str | Door, speed: float, wait: float, bar: bool, label: str) -> None:
@@ -438,6 +469,141 @@ def _span(seconds: float) -> str:
 def _fail(message: str, code: int) -> NoReturn:
     error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+def _auth_service(db: Database, settings: Settings) -> AuthService:
+    from app.auth.audit import AuditTrail
+    from app.auth.service import AuthService
+
+    return AuthService(db, AuditTrail(db), settings)
+
+
+def _cli_actor() -> str:
+    """Who acts from the command line, for the audit trail: the operating-system user."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@user_cli.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument(help="Sign-in name: lower case, digits, . _ -")],
+    role: Annotated[Role, typer.Option(help="nurse, clinician or admin.")],
+    name: Annotated[str | None, typer.Option(help="Display name (default: the username).")] = (
+        None
+    ),
+    site: Annotated[
+        list[int] | None, typer.Option(help="A site the user may see; repeat for more.")
+    ] = None,
+    all_sites: Annotated[bool, typer.Option(help="May see every site.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the password from standard input (for scripts).")
+    ] = False,
+) -> None:
+    """Create a user, e.g. the first admin: `vigil user create ada --role admin`.
+
+    The password is asked for twice (hidden), or read from stdin with --password-stdin.
+    """
+    import re
+    import sys
+
+    from app.auth.schemas import USERNAME_PATTERN
+    from app.errors import VigilError
+
+    if not re.match(USERNAME_PATTERN, username):
+        _fail(
+            f"username {username!r}: use 2-64 of a-z 0-9 . _ - (starting with a letter or digit)", 2
+        )
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = Settings()
+    _upgrade(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        auth = _auth_service(db, settings)
+        user = asyncio.run(
+            auth.create_user(
+                _cli_actor(),
+                username=username,
+                display_name=name or username,
+                role=role,
+                password=password,
+                site_ids=site or [],
+                all_sites=all_sites,
+            )
+        )
+    except VigilError as error:
+        _fail(error.message, 1)
+    finally:
+        db.close()
+    scope = "every site" if all_sites or role is Role.ADMIN else f"sites {site or []}"
+    console.print(f"created {role.value} {user.username!r} (id {user.id}), {scope}", markup=False)
+
+
+@user_cli.command("list")
+def user_list() -> None:
+    """Every user with role, sites and state."""
+    settings = Settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        users = asyncio.run(_auth_service(db, settings).users())
+    finally:
+        db.close()
+    for user, sites in users:
+        scope = "all sites" if user.all_sites or user.role is Role.ADMIN else f"sites {sites}"
+        state = "active" if user.active else "deactivated"
+        console.print(
+            f"{user.id:>4}  {user.username:<20} {user.role.value:<10} {scope:<16} {state}",
+            markup=False,
+        )
+
+
+@credential_cli.command("issue")
+def credential_issue(
+    label: Annotated[str, typer.Option(help="What the credential is for.")],
+    device: Annotated[str | None, typer.Option(help="Bind to this one device id…")] = None,
+    site: Annotated[
+        int | None, typer.Option(help="…or a gateway credential for every device at a site.")
+    ] = None,
+) -> None:
+    """Issue a device or gateway credential; the token is printed once."""
+    from app.errors import VigilError
+
+    settings = Settings()
+    _upgrade(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        issued = asyncio.run(
+            _auth_service(db, settings).issue_device_credential(
+                _cli_actor(), label=label, device_identifier=device, site_id=site
+            )
+        )
+    except VigilError as error:
+        _fail(error.message, 1)
+    finally:
+        db.close()
+    console.print(f"credential {issued.credential.id} ({label}):", markup=False)
+    print(issued.token)
+
+
+@credential_cli.command("revoke")
+def credential_revoke(credential_id: Annotated[int, typer.Argument()]) -> None:
+    """Revoke a device credential: its next batch, on any door, is refused."""
+    from app.errors import VigilError
+
+    settings = Settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        asyncio.run(
+            _auth_service(db, settings).revoke_device_credential(_cli_actor(), credential_id)
+        )
+    except VigilError as error:
+        _fail(error.message, 1)
+    finally:
+        db.close()
+    console.print(f"credential {credential_id} revoked")
 
 
 def _safe_url(settings: Settings) -> str:

@@ -23,6 +23,9 @@ class VigilError(Exception):
     def body(self) -> dict[str, object]:
         return {"detail": self.message, "code": self.code}
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
 
 class NotFoundError(VigilError):
     status_code = 404
@@ -32,6 +35,35 @@ class NotFoundError(VigilError):
 class ConflictError(VigilError):
     status_code = 409
     code = "conflict"
+
+
+class NotAuthenticated(VigilError):
+    """No valid credential came with the request."""
+
+    status_code = 401
+    code = "not_authenticated"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(VigilError):
+    """A valid credential whose role or sites do not allow this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyRequests(VigilError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 @dataclass(frozen=True)
@@ -63,7 +95,7 @@ class InvalidRequest(VigilError):
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VigilError)
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
     async def handle_validation(_: Request, exc: Exception) -> JSONResponse:
         # FastAPI's default echoes each bad input back; a NaN cannot be encoded as JSON,

@@ -8,13 +8,22 @@ from typing import Any
 
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.adapters.runtime import install_adapters
 from app.alarms.endpoints import router as alarms_router
 from app.alarms.service import AlarmService, load_clinic_protocol
+from app.auth.audit import AuditTrail
+from app.auth.dash_scope import ViewerScopedDirectory, ViewerScopedReviewSource
+from app.auth.deps import SignedIn
+from app.auth.endpoints import router as auth_router
+from app.auth.service import AuthService
+from app.auth.web import SignedInGate
+from app.auth.web import router as sign_in_router
 from app.errors import install_error_handlers
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.service import IngestService
@@ -29,6 +38,7 @@ from app.settings import Settings
 from app.sites.directory import DatabaseSiteDirectory
 from app.sites.endpoints import router as sites_router
 from app.storage.db import Database
+from app.trends.endpoints import router as trends_router
 from dashboard.app import create_dashboard
 
 
@@ -53,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Real-time vitals monitoring for IV infusion clinics.",
         lifespan=lifespan,
+        # The schema and its pages are served below, to signed-in people only.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -60,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.alarms = alarms
     app.state.ingest = IngestService(db, live, alarms, settings)
     app.state.sessions = SessionService(db, live, alarms)
+    app.state.auth = AuthService(db, AuditTrail(db), settings)
 
     install_error_handlers(app)
 
@@ -76,18 +91,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body["version"] = __version__
         return JSONResponse(body)
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_schema(_: SignedIn) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs(_: SignedIn) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Vigil API")
+
+    app.include_router(auth_router)
+    app.include_router(sign_in_router)
     app.include_router(ingest_router)
     app.include_router(sites_router)
     app.include_router(sessions_router)
     app.include_router(alarms_router)
     app.include_router(live_router)
-    app.include_router(__import__("app.trends.endpoints", fromlist=["router"]).router)
     app.include_router(review_router)
-    install_adapters(app, db, app.state.ingest)
+    app.include_router(trends_router)
+    install_adapters(app, db, app.state.ingest, app.state.auth)
     app.state.adapters.events.subscribe(alarms.on_adapter_event)
     # Mounted last: Dash answers every path the API does not.
     dashboard = create_dashboard(
-        DatabaseSiteDirectory(db), review=DatabaseReviewSource(db, alarms.engine.protocol)
+        ViewerScopedDirectory(DatabaseSiteDirectory(db)),
+        review=ViewerScopedReviewSource(
+            DatabaseReviewSource(db, alarms.engine.protocol), db, app.state.auth.audit
+        ),
     )
-    app.mount("/", WSGIMiddleware(dashboard.server))  # type: ignore[arg-type]
+    # Every page, asset and callback of the nurse station needs a signed-in browser.
+    dash_asgi: ASGIApp = WSGIMiddleware(dashboard.server)  # type: ignore[assignment]
+    app.mount("/", SignedInGate(dash_asgi, lambda: app.state.auth))
     return app

@@ -37,6 +37,25 @@ class Settings(BaseSettings):
         description="The clinic's alarm protocol (TOML); unset: the default ketamine-chair one.",
     )
 
+    session_hours: float = Field(
+        default=12.0, gt=0, description="How long a browser sign-in lasts (one shift)."
+    )
+    api_token_days: int = Field(
+        default=90, ge=1, le=365, description="Longest life of an API bearer token."
+    )
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="Mark cookies Secure. Unset: when the request came over HTTPS (behind a "
+        "TLS proxy, run `vigil serve --proxy-headers`). Set true in production.",
+    )
+    sign_in_rate: str = Field(
+        default="10/minute", description="Sign-in attempts allowed per source address."
+    )
+    lockout_after: int = Field(
+        default=5, ge=1, description="Consecutive failed sign-ins that lock an account."
+    )
+    lockout_minutes: float = Field(default=15.0, gt=0, description="How long a lockout lasts.")
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

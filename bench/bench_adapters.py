@@ -17,6 +17,12 @@ alternate the doors so that other load on the machine hits all alike, and the me
 round is reported. At the end, the rows in ``samples`` must equal the acknowledged
 observations (stored before acknowledged).
 
+Every door pays for its credential check, as with real devices (docs/SECURITY.md): HTTP
+batches carry the site's gateway credential as ``Authorization: Bearer vgd_…``, MQTT
+batches as ``"token"``; MLLP needs none (loopback is on its allow-list). The credentials
+are written into the seeded database (bench/_credentials.py), with an admin's API token
+for ``GET /api/v1/adapters``.
+
     .venv/bin/python bench/bench_adapters.py               # 3 rounds of 10 s per door
     .venv/bin/python bench/bench_adapters.py --quick       # 1 round of 3 s
 """
@@ -50,11 +56,13 @@ from sqlalchemy import create_engine, func, select
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _credentials import add_gateway_credential, add_person, bearer  # noqa: E402
+
 from app.exports.hl7v2 import batch_oru  # noqa: E402 (after the path is set)
 from app.sites.demo import seed_demo  # noqa: E402
 from app.storage import migrate  # noqa: E402
 from app.storage.db import Database  # noqa: E402
-from app.storage.models import Sample  # noqa: E402
+from app.storage.models import Role, Sample  # noqa: E402
 
 DEVICES = [f"demo-monitor-{index:02d}" for index in range(1, 11)]
 BROKER = ("127.0.0.1", 1883)
@@ -91,6 +99,7 @@ class Server:
     mllp_port: int
     topic_prefix: str
     database_url: str
+    device_token: str  # the site's gateway credential, for every demo monitor
 
 
 @contextlib.contextmanager
@@ -100,7 +109,9 @@ def vigil(directory: Path) -> Iterator[Server]:
     db = Database(url)
     try:
         with db.session() as session:
-            seed_demo(session, chairs=len(DEVICES))
+            site_id = seed_demo(session, chairs=len(DEVICES))
+            device_token = add_gateway_credential(session, site_id)
+            admin = bearer(add_person(session, "bench.admin", Role.ADMIN, [site_id]))
     finally:
         db.close()
     http_port, mllp_port = free_port(), free_port()
@@ -130,12 +141,13 @@ def vigil(directory: Path) -> Iterator[Server]:
         "warning",
     ]
     process = subprocess.Popen(command, env=env, cwd=REPO)
-    server = Server(process, f"http://127.0.0.1:{http_port}", mllp_port, prefix, url)
+    server = Server(process, f"http://127.0.0.1:{http_port}", mllp_port, prefix, url, device_token)
     try:
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                adapters = httpx.get(f"{server.http_url}/api/v1/adapters", timeout=1).json()
+                response = httpx.get(f"{server.http_url}/api/v1/adapters", headers=admin, timeout=1)
+                adapters = response.json() if response.status_code == 200 else []
                 if all(a["state"] == "connected" for a in adapters) and len(adapters) == 2:
                     break
             if time.monotonic() > deadline or process.poll() is not None:
@@ -165,7 +177,12 @@ async def until(deadline: float, send: Callable[[], Awaitable[bool]], count: Cou
 async def http_door(server: Server, clients: int, seconds: float) -> Count:
     count = Count()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=server.http_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=server.http_url,
+        limits=limits,
+        timeout=30,
+        headers=bearer(server.device_token),
+    ) as client:
         deadline = asyncio.get_running_loop().time() + seconds
 
         def sender(device: str) -> Callable[[], Awaitable[bool]]:
@@ -227,7 +244,8 @@ async def mqtt_door(server: Server, seconds: float, window: int) -> Count:
             device = DEVICES[index % len(DEVICES)]
             index += 1
             topic = f"{prefix}/devices/{device}/observations"
-            await client.publish(topic, json.dumps(batch(device)), qos=1)
+            payload = {**batch(device), "token": server.device_token}
+            await client.publish(topic, json.dumps(payload), qos=1)
         # Wait for the answers still in flight, so that every batch sent is counted.
         for _ in range(window):
             with contextlib.suppress(TimeoutError):

@@ -7,6 +7,9 @@ it, in the same run, the same post's `samples` delta is the baseline: what any v
 takes to reach a screen. The alarm's extra delay is the engine, storing the alarm and
 broadcasting it.
 
+As in a clinic, the poster sends the site's gateway credential (checked on every batch)
+and the screen is a nurse of the site, signed in with an API token (bench/_credentials.py).
+
     python bench/bench_alarm_delay.py [--rounds 60] [--database-url URL]
 """
 
@@ -27,6 +30,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from _credentials import add_gateway_credential, add_person, bearer
 from websockets.sync.client import ClientConnection, connect
 
 from app.main import create_app
@@ -34,6 +38,7 @@ from app.settings import REPO_ROOT, Settings
 from app.sites.demo import device_identifier, seed_demo
 from app.storage import migrate
 from app.storage.db import Database
+from app.storage.models import Role
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -88,6 +93,8 @@ def main() -> None:
     db = Database(url)
     with db.session() as session:
         site_id = seed_demo(session, chairs=8)
+        device_auth = bearer(add_gateway_credential(session, site_id))
+        nurse_auth = bearer(add_person(session, "bench.nurse", Role.NURSE, [site_id]))
     db.close()
     server, thread, port = start_server(url)
     base = f"http://127.0.0.1:{port}"
@@ -96,7 +103,9 @@ def main() -> None:
     try:
         with (
             httpx.Client(base_url=base) as client,
-            connect(f"ws://127.0.0.1:{port}/ws/sites/{site_id}") as ws,
+            connect(
+                f"ws://127.0.0.1:{port}/ws/sites/{site_id}", additional_headers=nurse_auth
+            ) as ws,
         ):
             ws.recv(timeout=5)  # snapshot
             for n in range(args.rounds):
@@ -106,6 +115,7 @@ def main() -> None:
                     client.post(
                         "/api/v1/observations",
                         json={"device_id": device, "observations": spo2([84, 84])},
+                        headers=device_auth,
                     ).status_code
                     == 201
                 )
@@ -124,11 +134,11 @@ def main() -> None:
                 client.post(
                     "/api/v1/observations",
                     json={"device_id": device, "observations": spo2([98] * 5)},
-                )
-                client.post(
-                    f"/api/v1/alarms/{raised['alarm']['alarm_id']}/acknowledge",
-                    json={"by": "bench"},
-                )
+                    headers=device_auth,
+                ).raise_for_status()
+                client.post(  # by the signed-in nurse: the route no longer takes a "by"
+                    f"/api/v1/alarms/{raised['alarm']['alarm_id']}/acknowledge", headers=nurse_auth
+                ).raise_for_status()
                 wait_for(
                     ws,
                     lambda m, alarm_id=raised["alarm"]["alarm_id"]: (

@@ -19,6 +19,12 @@ both with the same load over real sockets (a lean HTTP/1.1 client or httpx, + we
    observations per post, and (latency phase) chair 1's samples are looked up in the
    database right after each 201: both say "committed before acknowledged".
 
+Vigil needs credentials (docs/SECURITY.md), as in a clinic: every post carries the site's
+gateway credential (``Authorization: Bearer vgd_…``, checked on every batch) and the
+websocket client is a nurse of the site with an API token (``vgu_…``); both are written
+into the seeded database (bench/_credentials.py). The relay gets the very same requests
+and ignores the header: the credential check is part of what Vigil's side pays for.
+
 The generator watches itself: sends more than 10 ms behind schedule, event-loop lag,
 and its own CPU; server and "other processes" CPU come from /proc. Its default HTTP
 client (``--client raw``) is a minimal keep-alive HTTP/1.1 client on asyncio streams.
@@ -91,6 +97,15 @@ T = TypeVar("T")
 ServerKind = Literal["relay", "vigil"]
 KINDS: tuple[ServerKind, ServerKind] = ("relay", "vigil")
 SpotCheck = Callable[[str, datetime], bool]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the generator sends: a device credential with each post, a person's token on
+    the websocket handshake. The relay ignores both."""
+
+    device: str  # vgd_…: the site's gateway credential
+    viewer: str  # vgu_…: a nurse of the site
 
 
 # --------------------------------------------------------------------------- results
@@ -281,17 +296,24 @@ def scratch_database(database_url: str | None, chairs: int) -> Iterator[tuple[st
         admin.dispose()
 
 
-def prepare_database(url: str, chairs: int) -> int:
-    """Migrate and seed `chairs` demo chairs; the site id."""
+def prepare_database(url: str, chairs: int) -> tuple[int, Credentials]:
+    """Migrate and seed `chairs` demo chairs, a gateway credential for them and a nurse;
+    the site id and the credentials."""
+    from _credentials import add_gateway_credential, add_person
+
     from app.sites.demo import seed_demo
     from app.storage import migrate
     from app.storage.db import Database
+    from app.storage.models import Role
 
     migrate.upgrade(url, REPO / "alembic")
     db = Database(url)
     try:
         with db.session() as session:
-            return seed_demo(session, chairs=chairs)
+            site_id = seed_demo(session, chairs=chairs)
+            device = add_gateway_credential(session, site_id)
+            viewer = add_person(session, "bench.nurse", Role.NURSE, [site_id])
+            return site_id, Credentials(device, viewer)
     finally:
         db.close()
 
@@ -460,15 +482,16 @@ class Poster(Protocol):
 class HttpxPoster:
     """httpx.AsyncClient with a bounded keep-alive pool."""
 
-    def __init__(self, base_url: str, pool: int) -> None:
+    def __init__(self, base_url: str, pool: int, token: str) -> None:
         limits = httpx.Limits(
             max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=KEEPALIVE_S
         )
         self._client = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=TIMEOUT_S)
+        self._headers = {**JSON_HEADERS, "authorization": f"Bearer {token}"}
 
     async def post(self, body: bytes) -> int:
         try:
-            response = await self._client.post(INGEST_PATH, content=body, headers=JSON_HEADERS)
+            response = await self._client.post(INGEST_PATH, content=body, headers=self._headers)
         except httpx.HTTPError as exc:
             raise TransportError(repr(exc)) from exc
         return response.status_code
@@ -487,11 +510,12 @@ class RawPoster:
     Content-Length (uvicorn's do).
     """
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str) -> None:
         parsed = httpx.URL(base_url)
         self._host, self._port = parsed.host, parsed.port or 80
         self._head = (
             f"POST {INGEST_PATH} HTTP/1.1\r\nhost: {self._host}:{self._port}\r\n"
+            f"authorization: Bearer {token}\r\n"
             "content-type: application/json\r\ncontent-length: "
         ).encode()
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
@@ -547,8 +571,11 @@ class RawPoster:
                 await writer.wait_closed()
 
 
-def make_poster(client: ClientKind, base_url: str, pool: int) -> Poster:
-    return HttpxPoster(base_url, pool) if client == "httpx" else RawPoster(base_url)
+def make_poster(client: ClientKind, base_url: str, pool: int, token: str) -> Poster:
+    """A poster whose every request carries `token` (a device credential)."""
+    if client == "httpx":
+        return HttpxPoster(base_url, pool, token)
+    return RawPoster(base_url, token)
 
 
 async def poll(condition: Callable[[], bool], timeout_s: float) -> bool:
@@ -585,8 +612,14 @@ class LoopLag:
             self._task.cancel()
 
 
-async def ws_connect_snapshot(url: str) -> tuple[ClientConnection, dict[str, Any]]:
-    ws = await connect(url, max_size=None, open_timeout=30)
+async def ws_connect_snapshot(url: str, token: str) -> tuple[ClientConnection, dict[str, Any]]:
+    """Open a site's feed as the person of `token`; the connection and its snapshot."""
+    ws = await connect(
+        url,
+        max_size=None,
+        open_timeout=30,
+        additional_headers={"authorization": f"Bearer {token}"},
+    )
     first = json.loads(await ws.recv())
     if first.get("type") != "snapshot":
         await ws.close()
@@ -608,9 +641,10 @@ async def latency_segment(
     result: LatencyResult,
     spot_check: SpotCheck | None,
     client: ClientKind,
+    credentials: Credentials,
 ) -> None:
     """One open-loop segment at 1 Hz per chair; adds to `result`."""
-    ws, snapshot = await ws_connect_snapshot(server.ws_url(site_id))
+    ws, snapshot = await ws_connect_snapshot(server.ws_url(site_id), credentials.viewer)
     devices_by_chair = chair_devices(snapshot)
     sent: dict[tuple[str, str], tuple[float, bool]] = {}  # key → (send time, after warm-up)
     acked: set[tuple[str, str]] = set()
@@ -644,7 +678,7 @@ async def latency_segment(
             received = time.perf_counter()
             on_message(json.loads(raw), received)
 
-    poster = make_poster(client, server.base_url, min(chairs, POOL_SIZE))
+    poster = make_poster(client, server.base_url, min(chairs, POOL_SIZE), credentials.device)
     try:
 
         async def post(index: int, tick: int, scheduled: float, measured: bool) -> None:
@@ -735,10 +769,11 @@ async def throughput_phase(
     clients: int,
     seconds: float,
     client: ClientKind,
+    credentials: Credentials,
 ) -> ThroughputResult:
     """Closed loop: `clients` posters, back to back, `batch` observations per post."""
     result = ThroughputResult(server.kind, chairs, batch, clients)
-    ws, _ = await ws_connect_snapshot(server.ws_url(site_id))
+    ws, _ = await ws_connect_snapshot(server.ws_url(site_id), credentials.viewer)
     post_times: list[float] = []
     counting = False
 
@@ -769,7 +804,7 @@ async def throughput_phase(
         else:
             result.acked += 1
 
-    poster = make_poster(client, server.base_url, clients)
+    poster = make_poster(client, server.base_url, clients, credentials.device)
     try:
 
         async def worker(number: int, deadline: float) -> None:
@@ -827,6 +862,7 @@ async def measure(
     chairs: int,
     options: Options,
     spot_check: SpotCheck,
+    credentials: Credentials,
 ) -> tuple[dict[ServerKind, LatencyResult], dict[ServerKind, ThroughputResult]]:
     latency = {kind: LatencyResult(kind, chairs) for kind in KINDS}
     segment = options.seconds / options.rounds
@@ -843,6 +879,7 @@ async def measure(
                 latency[kind],
                 spot_check if kind == "vigil" else None,
                 options.client,
+                credentials,
             )
     throughput: dict[ServerKind, ThroughputResult] = {}
     for kind in KINDS:
@@ -855,6 +892,7 @@ async def measure(
             options.clients,
             options.throughput_seconds,
             options.client,
+            credentials,
         )
     return latency, throughput
 
@@ -862,7 +900,7 @@ async def measure(
 def run_chairs(chairs: int, options: Options, workdir: Path) -> ChairsRun:
     with contextlib.ExitStack() as stack:
         url, db_env = stack.enter_context(scratch_database(options.database_url, chairs))
-        site_id = prepare_database(url, chairs)
+        site_id, credentials = prepare_database(url, chairs)
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         env.update(db_env)
         env["PYTHONUNBUFFERED"] = "1"
@@ -882,7 +920,12 @@ def run_chairs(chairs: int, options: Options, workdir: Path) -> ChairsRun:
         before = count_samples(engine)
         latency, throughput = _run_async(
             measure(
-                servers, {"vigil": site_id, "relay": 1}, chairs, options, make_spot_check(engine)
+                servers,
+                {"vigil": site_id, "relay": 1},
+                chairs,
+                options,
+                make_spot_check(engine),
+                credentials,
             )
         )
         rows = count_samples(engine) - before

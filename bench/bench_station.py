@@ -6,7 +6,9 @@ download) showing the site. Every interval it reads Chrome's own counters over C
 (`Performance.getMetrics`: TaskDuration is the main thread's busy time) and the page's
 receipt → tile latencies: for each `samples` message, the server's `received_time` to the
 animation frame that paints the new value, on the server's clock (vigil-live.js keeps the
-offset).
+offset). As in a real deployment the simulator sends with a gateway credential for the site
+(`vigil device-credential issue`) and the browser signs in through the /login form as a
+nurse made with `vigil user create`.
 
     python bench/bench_station.py [--minutes 30] [--chairs 30] [--interval-s 60]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
 import shutil
 import socket
 import statistics
@@ -26,6 +29,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from playwright.sync_api import CDPSession, Page, sync_playwright
@@ -46,6 +50,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 WARM_UP_S = 300.0
+NURSE = "rn.bench"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -85,6 +90,45 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit("vigil serve did not answer /healthz within 30 s")
 
 
+def vigil_cli(vigil: str, env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    """Run a `vigil` admin command against the scratch database; its standard output."""
+    done = subprocess.run(
+        [vigil, *args], env=env, input=stdin, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"vigil {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def issue_gateway_credential(vigil: str, env: dict[str, str], site_id: int) -> str:
+    """A gateway credential for every device of the site; the token is the last line."""
+    printed = vigil_cli(
+        vigil, env, "device-credential", "issue", "--label", "bench", "--site", str(site_id)
+    )
+    return printed.strip().splitlines()[-1]
+
+
+def create_nurse(vigil: str, env: dict[str, str], site_id: int) -> str:
+    """The nurse whose browser watches the site; returns a new random password."""
+    password = secrets.token_urlsafe(18)
+    vigil_cli(
+        vigil,
+        env,
+        *("user", "create", NURSE, "--role", "nurse", "--site", str(site_id), "--password-stdin"),
+        stdin=password + "\n",
+    )
+    return password
+
+
+def sign_in(page: Page, base: str, next_path: str, password: str) -> None:
+    """Sign the browser in through the /login form, as a nurse would."""
+    page.goto(f"{base}/login?next={quote(next_path)}")
+    page.fill("#username", NURSE)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{next_path}")
+
+
 def metrics(cdp: CDPSession) -> dict[str, float]:
     answer = cdp.send("Performance.getMetrics")
     return {m["name"]: float(m["value"]) for m in answer["metrics"]}
@@ -116,6 +160,8 @@ def run(minutes: float, chairs: int, interval_s: float) -> dict[str, Any]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "VIGIL_DATABASE_URL": url}
+        gateway = issue_gateway_credential(vigil, env, site_id)
+        password = create_nurse(vigil, env, site_id)
         server = subprocess.Popen([vigil, "serve", "--port", str(port), "--no-upgrade"], env=env)
         simulate = None
         try:
@@ -133,10 +179,10 @@ def run(minutes: float, chairs: int, interval_s: float) -> dict[str, Any]:
                     "--duration",
                     str(int(minutes * 60 + 600)),
                 ],
-                env=env,
+                env={**env, "VIGIL_DEVICE_TOKEN": gateway},
                 stdout=subprocess.DEVNULL,
             )
-            return measure(base, site_id, chromium, minutes, chairs, interval_s)
+            return measure(base, site_id, password, chromium, minutes, chairs, interval_s)
         finally:
             for process in (simulate, server):
                 if process is not None:
@@ -145,14 +191,20 @@ def run(minutes: float, chairs: int, interval_s: float) -> dict[str, Any]:
 
 
 def measure(
-    base: str, site_id: int, chromium: str, minutes: float, chairs: int, interval_s: float
+    base: str,
+    site_id: int,
+    password: str,
+    chromium: str,
+    minutes: float,
+    chairs: int,
+    interval_s: float,
 ) -> dict[str, Any]:
     rows: list[dict[str, float]] = []
     latencies_after_warm_up: list[float] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
-        page.goto(f"{base}/sites/{site_id}")
+        sign_in(page, base, f"/sites/{site_id}", password)
         page.wait_for_function("document.querySelectorAll('.tile').length > 0")
         page.wait_for_function("document.getElementById('link-status').textContent === 'live'")
         cdp = page.context.new_cdp_session(page)

@@ -173,6 +173,8 @@ def create_dashboard(directory: SiteDirectory, review: ReviewSource | None = Non
                     html.Nav(id="site-nav", className="site-nav"),
                     html.Span("", id="occupancy", className="occupancy"),
                     html.Span("connecting…", id="link-status", className="link-status down"),
+                    html.Span("", id="signed-in-as", className="signed-in-as"),
+                    html.Button("Sign out", id="sign-out", className="sign-out"),
                 ],
             ),
             html.Div(

@@ -63,9 +63,11 @@ class HttpDoor:
 
     name = "http"
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=10.0)
+        # The device's (or its site gateway's) credential, as a real device would send it.
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=10.0, headers=headers)
 
     async def ready(self, timeout_s: float) -> None:
         async def healthz() -> None:
@@ -201,8 +203,11 @@ class MqttDoor:
 
     name = "mqtt"
 
-    def __init__(self, host: str, port: int, prefix: str = "vigil/v1") -> None:
+    def __init__(
+        self, host: str, port: int, prefix: str = "vigil/v1", token: str | None = None
+    ) -> None:
         self.host, self.port, self.prefix = host, port, prefix.rstrip("/")
+        self.token = token  # sent in each batch: the broker cannot vouch for the publisher
         self._client: aiomqtt.Client | None = None
         self._listener: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
@@ -241,7 +246,9 @@ class MqttDoor:
         ref = next(self._refs)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[ref] = future
-        body = {"device_id": device, "observations": observations, "ref": ref}
+        body: dict[str, Any] = {"device_id": device, "observations": observations, "ref": ref}
+        if self.token:
+            body["token"] = self.token
         try:
             await self._client.publish(
                 f"{self.prefix}/devices/{device}/observations", json.dumps(body), qos=1

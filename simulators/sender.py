@@ -56,11 +56,12 @@ async def run(
     speed: float = 1.0,
     stats: SendStats | None = None,
     wait_s: float = 30.0,
+    token: str | None = None,
 ) -> SendStats:
-    """Play `plan` through `target` (a base URL for the HTTP door, or any Door) until its
-    feeds end (or until cancelled)."""
+    """Play `plan` through `target` (a base URL for the HTTP door, with the device
+    credential `token`, or any Door) until its feeds end (or until cancelled)."""
     stats = stats or SendStats()
-    door = HttpDoor(target) if isinstance(target, str) else target
+    door = HttpDoor(target, token) if isinstance(target, str) else target
     try:
         try:
             await door.ready(wait_s)

@@ -13,15 +13,19 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import Clinic, LiveServer
+from app.storage.db import Database
+from app.storage.models import Device
+from tests.conftest import PASSWORD, Clinic, LiveServer, add_device_credential
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -63,14 +67,46 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def open_station(page: Page, server: LiveServer, clinic: Clinic, path: str = "") -> Page:
-    """Open the site's nurse station and wait until its link is live."""
-    page.goto(f"{server.http_url}/sites/{clinic.site_id}{path}")
+def sign_in(page: Page, server: LiveServer | RestartedServer, next_path: str, user: str) -> None:
+    """Sign in through the real /login form, as the clinic's fixture user `user`."""
+    page.goto(f"{server.http_url}/login?next={quote(next_path)}")
+    page.fill("#username", user)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.http_url}{next_path}")
+
+
+def open_station(
+    page: Page, server: LiveServer, clinic: Clinic, path: str = "", user: str = "nurse"
+) -> Page:
+    """Sign in, open the site's nurse station and wait until its link is live."""
+    sign_in(page, server, f"/sites/{clinic.site_id}{path}", user)
     expect(page.locator("#link-status")).to_have_text("live", timeout=10000)
     return page
 
 
-def post(server: LiveServer, device: str, *readings: tuple[str, float, str]) -> None:
+_device_tokens: dict[tuple[str, str], str] = {}
+
+
+def device_auth(server: LiveServer | RestartedServer, device: str) -> dict[str, str]:
+    """Headers for sending as `device`, with a credential of its own (made once)."""
+    key = (server.database_url, device)
+    if key not in _device_tokens:
+        db = Database(server.database_url)
+        try:
+            with db.session() as session:
+                device_id = session.scalars(
+                    select(Device.id).where(Device.identifier == device)
+                ).one()
+                _device_tokens[key] = add_device_credential(session, device_id)
+        finally:
+            db.close()
+    return {"Authorization": f"Bearer {_device_tokens[key]}"}
+
+
+def post(
+    server: LiveServer | RestartedServer, device: str, *readings: tuple[str, float, str]
+) -> None:
     """Post one batch of observations for a device, stamped now."""
     stamp = datetime.now(UTC).isoformat()
     response = httpx.post(
@@ -82,6 +118,7 @@ def post(server: LiveServer, device: str, *readings: tuple[str, float, str]) -> 
                 for vital, value, unit in readings
             ],
         },
+        headers=device_auth(server, device),
     )
     assert response.status_code == 201, response.text
 
@@ -107,6 +144,7 @@ def post_trace(
                 for i, value in enumerate(values)
             ],
         },
+        headers=device_auth(server, device),
     )
     assert response.status_code == 201, response.text
 
@@ -126,6 +164,7 @@ class RestartedServer:
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
         )
         self.http_url = f"http://127.0.0.1:{port}"
+        self.database_url = settings.resolved_database_url
 
     def __enter__(self) -> RestartedServer:
         self._thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -9,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,12 +18,17 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
+from app.auth.passwords import hash_password
+from app.auth.tokens import DEVICE_TOKEN_PREFIX, USER_TOKEN_PREFIX, new_token, token_hash
 from app.main import create_app
 from app.settings import Settings
 from app.sites.demo import seed_demo
 from app.storage import migrate
 from app.storage.db import Database
+from app.storage.models import AccessToken, DeviceCredential, Role, TokenKind, User, UserSite
+from app.timeutil import utcnow
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
@@ -75,16 +82,93 @@ def migrated_url(database_url: str) -> str:
     return database_url
 
 
+PASSWORD = "correct horse battery staple"
+
+
+@functools.cache
+def password_hash() -> str:
+    """Argon2 is slow on purpose: hash the fixtures' one password once per run."""
+    return hash_password(PASSWORD)
+
+
 @dataclass(frozen=True)
 class Clinic:
-    """The seeded demo clinic: site, chairs bound to demo-monitor-01…, open sessions."""
+    """The seeded demo clinic: site, chairs bound to demo-monitor-01…, open sessions;
+    a nurse, a clinician and an admin signed in (API tokens), and the site's gateway
+    credential for the simulated devices."""
 
     url: str
     site_id: int
     chairs: int
+    tokens: dict[str, str]  # username (nurse, clinician, admin) → API token
+    device_token: str
 
     def device(self, index: int) -> str:
         return f"demo-monitor-{index:02d}"
+
+    def auth(self, username: str = "nurse") -> dict[str, str]:
+        """Headers that sign a request in as `username`."""
+        return {"Authorization": f"Bearer {self.tokens[username]}"}
+
+    @property
+    def device_auth(self) -> dict[str, str]:
+        """Headers a device of the site sends with its batches."""
+        return {"Authorization": f"Bearer {self.device_token}"}
+
+
+def add_person(
+    session: Session, username: str, role: Role, site_ids: list[int], *, active: bool = True
+) -> str:
+    """A user with PASSWORD and a live API token, which is returned."""
+    now = utcnow()
+    user = User(
+        username=username,
+        display_name=username.title(),
+        role=role,
+        password_hash=password_hash(),
+        active=active,
+        all_sites=False,
+        failed_sign_ins=0,
+        created_at=now,
+        sites=[UserSite(site_id=site_id) for site_id in site_ids],
+    )
+    session.add(user)
+    session.flush()
+    token = new_token(USER_TOKEN_PREFIX)
+    session.add(
+        AccessToken(
+            user_id=user.id,
+            kind=TokenKind.API,
+            token_hash=token_hash(token),
+            label="tests",
+            created_at=now,
+            expires_at=now + timedelta(days=1),
+        )
+    )
+    session.commit()
+    return token
+
+
+def _add_credential(session: Session, label: str, **binding: int) -> str:
+    token = new_token(DEVICE_TOKEN_PREFIX)
+    credential = DeviceCredential(
+        token_hash=token_hash(token), label=label, created_at=utcnow(), created_by="tests"
+    )
+    for key, value in binding.items():
+        setattr(credential, key, value)
+    session.add(credential)
+    session.commit()
+    return token
+
+
+def add_device_credential(session: Session, device_id: int) -> str:
+    """A credential bound to one device (by its primary key); returns the token."""
+    return _add_credential(session, "tests device", device_id=device_id)
+
+
+def add_gateway_credential(session: Session, site_id: int) -> str:
+    """A gateway credential for every device at the site; returns the token."""
+    return _add_credential(session, "tests gateway", site_id=site_id)
 
 
 @pytest.fixture
@@ -93,9 +177,11 @@ def clinic(migrated_url: str) -> Clinic:
     try:
         with db.session() as session:
             site_id = seed_demo(session, chairs=3)
+            tokens = {role.value: add_person(session, role.value, role, [site_id]) for role in Role}
+            device_token = add_gateway_credential(session, site_id)
     finally:
         db.close()
-    return Clinic(migrated_url, site_id, 3)
+    return Clinic(migrated_url, site_id, 3, tokens, device_token)
 
 
 @pytest.fixture
@@ -129,6 +215,11 @@ class LiveServer:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        url: str = self.app.state.settings.resolved_database_url
+        return url
 
     def start(self) -> None:
         self._thread.start()

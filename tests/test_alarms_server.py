@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from app.storage.models import Alarm, AlarmTransitionRecord
 from tests.conftest import Clinic, LiveServer
 
 
-def spo2_trace(values: list[float], end: datetime | None = None) -> list[dict[str, Any]]:
+def spo2_trace(values: Sequence[float], end: datetime | None = None) -> list[dict[str, Any]]:
     """One SpO2 reading a second, the last one at `end` (now)."""
     end = end or datetime.now(UTC)
     start = end - timedelta(seconds=len(values) - 1)
@@ -34,10 +35,13 @@ def spo2_trace(values: list[float], end: datetime | None = None) -> list[dict[st
     ]
 
 
-def post(server: LiveServer, device: str, observations: list[dict[str, Any]]) -> None:
+def post(
+    server: LiveServer, clinic: Clinic, device: str, observations: list[dict[str, Any]]
+) -> None:
     response = httpx.post(
         f"{server.http_url}/api/v1/observations",
         json={"device_id": device, "observations": observations},
+        headers=clinic.device_auth,
     )
     assert response.status_code == 201, response.text
 
@@ -68,11 +72,14 @@ def test_desaturation_raises_is_stored_then_acknowledged_everywhere(
     live_server: LiveServer, clinic: Clinic
 ) -> None:
     url = f"{live_server.ws_url}/ws/sites/{clinic.site_id}"
-    with connect(url) as nurse_a, connect(url) as nurse_b:
+    with (
+        connect(url, additional_headers=clinic.auth()) as nurse_a,
+        connect(url, additional_headers=clinic.auth()) as nurse_b,
+    ):
         chair_1 = snapshot(nurse_a)["chairs"][0]["chair_id"]
         snapshot(nurse_b)
         # 20 s of SpO2 at 88: past the 15 s delay of the 90 % high-priority rule.
-        post(live_server, clinic.device(1), spo2_trace([97] * 5 + [88] * 20))
+        post(live_server, clinic, clinic.device(1), spo2_trace([97] * 5 + [88] * 20))
         raised = alarm_message(nurse_a, "spo2_low_high", "raised")
         assert raised["chair_id"] == chair_1
         alarm = raised["alarm"]
@@ -90,19 +97,21 @@ def test_desaturation_raises_is_stored_then_acknowledged_everywhere(
         assert tuple(stored) == ("raised", 88)
 
         active = httpx.get(
-            f"{live_server.http_url}/api/v1/sites/{clinic.site_id}/alarms", params={"active": True}
+            f"{live_server.http_url}/api/v1/sites/{clinic.site_id}/alarms",
+            params={"active": True},
+            headers=clinic.auth(),
         ).json()
         assert alarm["alarm_id"] in {a["alarm_id"] for a in active}
 
         response = httpx.post(
             f"{live_server.http_url}/api/v1/alarms/{alarm['alarm_id']}/acknowledge",
-            json={"by": "rn.lee"},
+            headers=clinic.auth("nurse"),
         )
         assert response.status_code == 200, response.text
         for screen in (nurse_a, nurse_b):
             acknowledged = alarm_message(screen, "spo2_low_high", "acknowledged")
-            assert acknowledged["actor"] == "rn.lee"
-            assert acknowledged["alarm"]["acknowledged_by"] == "rn.lee"
+            assert acknowledged["actor"] == "nurse"
+            assert acknowledged["alarm"]["acknowledged_by"] == "nurse"
         with engine.connect() as connection:
             history = connection.execute(
                 select(AlarmTransitionRecord.event, AlarmTransitionRecord.actor)
@@ -110,23 +119,31 @@ def test_desaturation_raises_is_stored_then_acknowledged_everywhere(
                 .order_by(AlarmTransitionRecord.id)
             ).all()
         engine.dispose()
-        assert [tuple(row) for row in history] == [("raised", None), ("acknowledged", "rn.lee")]
+        assert [tuple(row) for row in history] == [("raised", None), ("acknowledged", "nurse")]
 
 
 def test_unknown_alarm_and_bad_requests_are_named(live_server: LiveServer, clinic: Clinic) -> None:
     base = live_server.http_url
-    missing = httpx.post(f"{base}/api/v1/alarms/nope/acknowledge", json={"by": "rn.lee"})
+    nurse = clinic.auth("nurse")
+    missing = httpx.post(f"{base}/api/v1/alarms/nope/acknowledge", headers=nurse)
     assert missing.status_code == 404
     assert "nope" in missing.json()["detail"]
-    assert httpx.post(f"{base}/api/v1/alarms/nope/acknowledge", json={}).status_code == 422
+    session_id = session_of(live_server, clinic, 1)
+    too_long = httpx.post(
+        f"{base}/api/v1/sessions/{session_id}/audio-pause", json={"seconds": 3600}, headers=nurse
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "seconds"]
     assert (
-        httpx.post(f"{base}/api/v1/sessions/999/audio-pause", json={"by": "rn.lee"}).status_code
+        httpx.post(f"{base}/api/v1/sessions/999/audio-pause", json={}, headers=nurse).status_code
         == 404
     )
 
 
 def session_of(server: LiveServer, clinic: Clinic, position: int) -> int:
-    chairs = httpx.get(f"{server.http_url}/api/v1/sites/{clinic.site_id}").json()["chairs"]
+    chairs = httpx.get(
+        f"{server.http_url}/api/v1/sites/{clinic.site_id}", headers=clinic.auth()
+    ).json()["chairs"]
     session_id: int = chairs[position - 1]["session"]["id"]
     return session_id
 
@@ -138,7 +155,8 @@ def test_limit_override_is_kept_with_who_and_why_and_takes_effect(
     session_id = session_of(live_server, clinic, 2)
     unknown = httpx.post(
         f"{base}/api/v1/sessions/{session_id}/limits",
-        json={"rule_id": "spo2_lowish", "limit": 88, "by": "dr.k", "reason": "COPD"},
+        json={"rule_id": "spo2_lowish", "limit": 88, "reason": "COPD"},
+        headers=clinic.auth("clinician"),
     )
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["body", "rule_id"]
@@ -147,17 +165,19 @@ def test_limit_override_is_kept_with_who_and_why_and_takes_effect(
         json={
             "rule_id": "spo2_low_medium",
             "limit": 89,
-            "by": "dr.k",
             "reason": "COPD, baseline 91",
         },
+        headers=clinic.auth("clinician"),
     )
     assert changed.status_code == 201, changed.text
-    assert changed.json() == {**changed.json(), "old": 93, "new": 89, "by": "dr.k"}
-    with connect(f"{live_server.ws_url}/ws/sites/{clinic.site_id}") as ws:
+    assert changed.json() == {**changed.json(), "old": 93, "new": 89, "by": "clinician"}
+    with connect(
+        f"{live_server.ws_url}/ws/sites/{clinic.site_id}", additional_headers=clinic.auth()
+    ) as ws:
         snapshot(ws)
         # 92 % for 20 s: below the protocol's 93, above this patient's 89.
-        post(live_server, clinic.device(2), spo2_trace([92] * 20))
-        post(live_server, clinic.device(3), spo2_trace([92] * 20))
+        post(live_server, clinic, clinic.device(2), spo2_trace([92] * 20))
+        post(live_server, clinic, clinic.device(3), spo2_trace([92] * 20))
         raised = alarm_message(ws, "spo2_low_medium", "raised")
         assert raised["session_id"] != session_id, "the overridden session stayed quiet"
 
@@ -165,9 +185,11 @@ def test_limit_override_is_kept_with_who_and_why_and_takes_effect(
 def test_active_alarms_survive_a_restart(
     live_server: LiveServer, clinic: Clinic, settings: Settings
 ) -> None:
-    with connect(f"{live_server.ws_url}/ws/sites/{clinic.site_id}") as ws:
+    with connect(
+        f"{live_server.ws_url}/ws/sites/{clinic.site_id}", additional_headers=clinic.auth()
+    ) as ws:
         snapshot(ws)
-        post(live_server, clinic.device(3), spo2_trace([84] * 3))
+        post(live_server, clinic, clinic.device(3), spo2_trace([84] * 3))
         raised = alarm_message(ws, "spo2_desat", "raised")["alarm"]
     assert raised["priority"] == "crisis"
     live_server.stop()
@@ -175,17 +197,19 @@ def test_active_alarms_survive_a_restart(
     restarted = LiveServer(create_app(settings))
     restarted.start()
     try:
-        with connect(f"{restarted.ws_url}/ws/sites/{clinic.site_id}") as ws:
+        with connect(
+            f"{restarted.ws_url}/ws/sites/{clinic.site_id}", additional_headers=clinic.auth()
+        ) as ws:
             chairs = snapshot(ws)["chairs"]
             restored = {a["alarm_id"]: a for chair in chairs for a in chair["alarms"]}
             assert raised["alarm_id"] in restored
             assert restored[raised["alarm_id"]]["state"] == "raised"
             response = httpx.post(
                 f"{restarted.http_url}/api/v1/alarms/{raised['alarm_id']}/acknowledge",
-                json={"by": "rn.lee"},
+                headers=clinic.auth(),
             )
             assert response.status_code == 200, response.text
-            assert alarm_message(ws, "spo2_desat", "acknowledged")["actor"] == "rn.lee"
+            assert alarm_message(ws, "spo2_desat", "acknowledged")["actor"] == "nurse"
     finally:
         restarted.stop()
 
@@ -193,18 +217,23 @@ def test_active_alarms_survive_a_restart(
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_discharge_clears_the_sessions_alarms(live_server: LiveServer, clinic: Clinic) -> None:
     session_id = session_of(live_server, clinic, 1)
-    with connect(f"{live_server.ws_url}/ws/sites/{clinic.site_id}") as ws:
+    with connect(
+        f"{live_server.ws_url}/ws/sites/{clinic.site_id}", additional_headers=clinic.auth()
+    ) as ws:
         snapshot(ws)
-        post(live_server, clinic.device(1), spo2_trace([84] * 3))
+        post(live_server, clinic, clinic.device(1), spo2_trace([84] * 3))
         alarm_message(ws, "spo2_desat", "raised")
         response = httpx.post(
             f"{live_server.http_url}/api/v1/sessions/{session_id}/events",
-            json={"kind": "discharge", "recorded_by": "rn.lee"},
+            json={"kind": "discharge"},
+            headers=clinic.auth(),
         )
         assert response.status_code == 201
         assert alarm_message(ws, "spo2_desat", "cleared")["session_id"] == session_id
     active = httpx.get(
-        f"{live_server.http_url}/api/v1/sessions/{session_id}/alarms", params={"active": True}
+        f"{live_server.http_url}/api/v1/sessions/{session_id}/alarms",
+        params={"active": True},
+        headers=clinic.auth(),
     ).json()
     assert active == []
 
@@ -221,6 +250,7 @@ def test_the_baseline_survives_a_restart(
         stamp = (now - timedelta(minutes=minutes_ago)).isoformat()
         post(
             live_server,
+            clinic,
             clinic.device(1),
             [
                 {"vital": "nibp_sys", "value": sys_value, "unit": "mm[Hg]", "device_time": stamp},

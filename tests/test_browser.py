@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser_kit import browser, open_station, page, post
+from tests.browser_kit import browser, open_station, page, post, sign_in
 from tests.conftest import Clinic, LiveServer
 
 __all__ = ["browser", "page"]  # fixtures, imported for pytest
@@ -92,16 +93,42 @@ def test_an_alarm_shows_on_its_tile_and_its_acknowledgement_too(
     response = httpx.post(
         f"{live_server.http_url}/api/v1/observations",
         json={"device_id": clinic.device(1), "observations": trace},
+        headers=clinic.device_auth,
     )
-    assert response.status_code == 201
+    assert response.status_code == 201, response.text
     first = page.locator(tile(page, 1))
     expect(first).to_have_class("tile alarm-high", timeout=5000)
     line = first.locator(".alarm-line").first
     expect(line).to_contain_text("SpO2 84")
     alarm_id = line.get_attribute("data-alarm-id")
+    # Someone else, elsewhere (an API client signed in as the clinician), acknowledges it.
     ack = httpx.post(
-        f"{live_server.http_url}/api/v1/alarms/{alarm_id}/acknowledge", json={"by": "rn.lee"}
+        f"{live_server.http_url}/api/v1/alarms/{alarm_id}/acknowledge",
+        headers=clinic.auth("clinician"),
     )
-    assert ack.status_code == 200
+    assert ack.status_code == 200, ack.text
     expect(first).to_have_class("tile alarm-high alarm-acknowledged", timeout=3000)
-    expect(line).to_contain_text("ack rn.lee")
+    expect(line).to_contain_text("ack clinician")
+
+
+def test_the_top_bar_names_who_is_signed_in_and_signing_out_ends_it(
+    page: Page, live_server: LiveServer, clinic: Clinic
+) -> None:
+    station = f"{live_server.http_url}/sites/{clinic.site_id}"
+    # Not signed in: the station sends the browser to the sign-in form.
+    page.goto(station)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    expect(page.locator("#username")).to_be_visible()
+
+    open_station(page, live_server, clinic)
+    expect(page.locator("#signed-in-as")).to_have_text("Nurse · nurse", timeout=5000)
+    page.locator("#sign-out").click()
+    page.wait_for_url(f"{live_server.http_url}/login")
+    # The session is over: the station asks for a sign-in again, and so does the API.
+    page.goto(station)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    assert page.request.get(f"{live_server.http_url}/api/v1/auth/me").status == 401
+
+    sign_in(page, live_server, f"/sites/{clinic.site_id}", "clinician")
+    expect(page.locator("#link-status")).to_have_text("live", timeout=10000)
+    expect(page.locator("#signed-in-as")).to_have_text("Clinician · clinician", timeout=5000)

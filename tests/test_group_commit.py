@@ -16,7 +16,9 @@ def test_concurrent_batches_each_get_their_own_answer(
     live_server: LiveServer, clinic: Clinic
 ) -> None:
     async def post_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=live_server.http_url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=live_server.http_url, timeout=30, headers=clinic.device_auth
+        ) as client:
             stamp = datetime.now(UTC).isoformat()
 
             def body(device: str, value: int) -> dict[str, object]:

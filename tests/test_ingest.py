@@ -14,14 +14,15 @@ from sqlalchemy.orm import Session
 
 from app.storage.models import Sample
 from monitor.vitals import MMHG_PER_KPA, SampleQuality
-from tests.conftest import Clinic
+from tests.conftest import Clinic, add_device_credential
 
 URL = "/api/v1/observations"
 
 
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
+def client(app: FastAPI, clinic: Clinic) -> Iterator[TestClient]:
+    """A client sending as the clinic's devices (the site's gateway credential)."""
+    with TestClient(app, headers=clinic.device_auth) as test_client:
         yield test_client
 
 
@@ -196,12 +197,15 @@ def test_unbound_device_is_kept_and_flagged(
     from app.storage.models import Device
 
     with app.state.db.session() as session:
-        session.add(
-            Device(identifier="spare-oximeter", chair_id=None, created_at=datetime.now(UTC))
-        )
+        spare = Device(identifier="spare-oximeter", chair_id=None, created_at=datetime.now(UTC))
+        session.add(spare)
         session.commit()
+        # A device at no chair belongs to no site's gateway: it sends with its own credential.
+        token = add_device_credential(session, spare.id)
     response = client.post(
-        URL, json={"device_id": "spare-oximeter", "observations": [obs("spo2", 95, "%")]}
+        URL,
+        json={"device_id": "spare-oximeter", "observations": [obs("spo2", 95, "%")]},
+        headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 201
     assert response.json()["chair_id"] is None
@@ -218,11 +222,67 @@ def test_healthz_reports_the_database(client: TestClient, clinic: Clinic) -> Non
 
 
 def test_sites_api_lists_chairs_devices_and_sessions(client: TestClient, clinic: Clinic) -> None:
-    sites = client.get("/api/v1/sites").json()
+    nurse = clinic.auth("nurse")
+    sites = client.get("/api/v1/sites", headers=nurse).json()
     assert [(s["id"], s["chair_count"]) for s in sites] == [(clinic.site_id, 3)]
-    detail = client.get(f"/api/v1/sites/{clinic.site_id}").json()
+    detail = client.get(f"/api/v1/sites/{clinic.site_id}", headers=nurse).json()
     assert [c["devices"] for c in detail["chairs"]] == [[clinic.device(i)] for i in (1, 2, 3)]
     assert all(c["session"]["patient_initials"] for c in detail["chairs"])
-    missing = client.get("/api/v1/sites/999")
+    assert client.get("/api/v1/sites/999", headers=nurse).status_code == 403
+    missing = client.get("/api/v1/sites/999", headers=clinic.auth("admin"))
     assert missing.status_code == 404
     assert "999" in missing.json()["detail"]
+
+
+def test_a_batch_without_a_valid_credential_is_refused_and_not_kept(
+    client: TestClient, clinic: Clinic
+) -> None:
+    body = {"device_id": clinic.device(1), "observations": [obs("hr", 70, "/min")]}
+    anonymous = client.post(URL, json=body, headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    assert "credential" in anonymous.json()["detail"]
+    forged = client.post(URL, json=body, headers={"Authorization": "Bearer vgd_made-up"})
+    assert forged.status_code == 401
+    as_a_person = client.post(URL, json=body, headers=clinic.auth("admin"))
+    assert as_a_person.status_code == 401, "people do not send vitals"
+    assert sample_count(clinic) == 0
+
+
+def test_a_device_credential_sends_for_its_own_device_only_until_revoked(
+    client: TestClient, clinic: Clinic, app: FastAPI
+) -> None:
+    from app.storage.models import Device
+
+    with app.state.db.session() as session:
+        device_1 = session.scalars(
+            select(Device).where(Device.identifier == clinic.device(1))
+        ).one()
+        token = add_device_credential(session, device_1.id)
+    own = {"Authorization": f"Bearer {token}"}
+    mine = client.post(
+        URL,
+        json={"device_id": clinic.device(1), "observations": [obs("hr", 70, "/min")]},
+        headers=own,
+    )
+    assert mine.status_code == 201
+    other = client.post(
+        URL,
+        json={"device_id": clinic.device(2), "observations": [obs("hr", 71, "/min")]},
+        headers=own,
+    )
+    assert other.status_code == 403
+    assert clinic.device(2) in other.json()["detail"]
+    credentials = client.get("/api/v1/device-credentials", headers=clinic.auth("admin")).json()
+    (bound,) = [c for c in credentials if c["device_id"] == clinic.device(1)]
+    revoked = client.delete(
+        f"/api/v1/device-credentials/{bound['id']}", headers=clinic.auth("admin")
+    )
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    after = client.post(
+        URL,
+        json={"device_id": clinic.device(1), "observations": [obs("hr", 72, "/min")]},
+        headers=own,
+    )
+    assert after.status_code == 401
+    assert sample_count(clinic) == 1

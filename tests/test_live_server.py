@@ -19,10 +19,13 @@ from app.settings import Settings
 from tests.conftest import Clinic, LiveServer
 
 
-def post(server: LiveServer, device: str, observations: list[dict[str, Any]]) -> httpx.Response:
+def post(
+    server: LiveServer, clinic: Clinic, device: str, observations: list[dict[str, Any]]
+) -> httpx.Response:
     return httpx.post(
         f"{server.http_url}/api/v1/observations",
         json={"device_id": device, "observations": observations},
+        headers=clinic.device_auth,
         timeout=30,
     )
 
@@ -59,14 +62,14 @@ def site_url(server: LiveServer, clinic: Clinic) -> str:
 
 
 def test_snapshot_then_numbered_deltas(live_server: LiveServer, clinic: Clinic) -> None:
-    with connect(site_url(live_server, clinic)) as ws:
+    with connect(site_url(live_server, clinic), additional_headers=clinic.auth()) as ws:
         snapshot = next_of(ws, "snapshot")
         assert snapshot["site_id"] == clinic.site_id
         assert [c["devices"] for c in snapshot["chairs"]] == [[clinic.device(i)] for i in (1, 2, 3)]
         assert all(c["session"]["phase"] for c in snapshot["chairs"])
         chair_2 = snapshot["chairs"][1]["chair_id"]
 
-        response = post(live_server, clinic.device(2), [reading("spo2", 93, "%")])
+        response = post(live_server, clinic, clinic.device(2), [reading("spo2", 93, "%")])
         assert response.status_code == 201
 
         delta = next_of(ws, "samples")
@@ -77,7 +80,7 @@ def test_snapshot_then_numbered_deltas(live_server: LiveServer, clinic: Clinic) 
 
     # A screen that connects later starts from a snapshot holding the value and its age.
     time.sleep(0.3)
-    with connect(site_url(live_server, clinic)) as late:
+    with connect(site_url(live_server, clinic), additional_headers=clinic.auth()) as late:
         snapshot = next_of(late, "snapshot")
         spo2 = snapshot["chairs"][1]["vitals"]["spo2"]
         assert spo2["value"] == 93
@@ -88,12 +91,14 @@ def test_every_client_receives_every_delta_in_order(
     live_server: LiveServer, clinic: Clinic
 ) -> None:
     with (
-        connect(site_url(live_server, clinic)) as first,
-        connect(site_url(live_server, clinic)) as second,
+        connect(site_url(live_server, clinic), additional_headers=clinic.auth()) as first,
+        connect(site_url(live_server, clinic), additional_headers=clinic.auth()) as second,
     ):
         start = [next_of(first, "snapshot")["seq"], next_of(second, "snapshot")["seq"]]
         for n in range(5):
-            assert post(live_server, clinic.device(1), [reading("hr", 70 + n, "/min")]).is_success
+            assert post(
+                live_server, clinic, clinic.device(1), [reading("hr", 70 + n, "/min")]
+            ).is_success
         for ws, seq in zip((first, second), start, strict=True):
             deltas = deltas_until(ws, samples=5)
             # Every delta (samples and alarm transitions) arrives, numbered without a gap.
@@ -102,9 +107,12 @@ def test_every_client_receives_every_delta_in_order(
             assert values == [70, 71, 72, 73, 74]
 
 
-def test_unknown_site_is_refused_with_a_reason(live_server: LiveServer) -> None:
+def test_unknown_site_is_refused_with_a_reason(live_server: LiveServer, clinic: Clinic) -> None:
+    # The admin may see every site, so the site's absence is what is refused.
     with (
-        connect(f"{live_server.ws_url}/ws/sites/4242") as ws,
+        connect(
+            f"{live_server.ws_url}/ws/sites/4242", additional_headers=clinic.auth("admin")
+        ) as ws,
         pytest.raises(ConnectionClosed) as info,
     ):
         ws.recv(timeout=5)
@@ -116,7 +124,7 @@ def test_unknown_site_is_refused_with_a_reason(live_server: LiveServer) -> None:
 def test_client_may_ask_for_a_resync_and_bad_requests_are_answered(
     live_server: LiveServer, clinic: Clinic
 ) -> None:
-    with connect(site_url(live_server, clinic)) as ws:
+    with connect(site_url(live_server, clinic), additional_headers=clinic.auth()) as ws:
         next_of(ws, "snapshot")
         ws.send("hello")
         assert "resync" in next_of(ws, "error")["detail"]
@@ -138,7 +146,7 @@ def quick_server(settings: Settings) -> Iterator[LiveServer]:
 
 
 def test_idle_link_carries_heartbeats(quick_server: LiveServer, clinic: Clinic) -> None:
-    with connect(site_url(quick_server, clinic)) as ws:
+    with connect(site_url(quick_server, clinic), additional_headers=clinic.auth()) as ws:
         snapshot = next_of(ws, "snapshot")
         beat = json.loads(ws.recv(timeout=2))
         assert beat == {**beat, "type": "heartbeat", "seq": snapshot["seq"]}
@@ -155,9 +163,14 @@ def test_stuck_client_is_bounded_and_resynced_while_others_keep_up(
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     raw.connect(("127.0.0.1", quick_server.port))
     with connect(
-        site_url(quick_server, clinic), sock=raw, max_queue=1, compression=None, ping_interval=None
+        site_url(quick_server, clinic),
+        additional_headers=clinic.auth(),
+        sock=raw,
+        max_queue=1,
+        compression=None,
+        ping_interval=None,
     ) as stuck:
-        with connect(site_url(quick_server, clinic)) as healthy:
+        with connect(site_url(quick_server, clinic), additional_headers=clinic.auth()) as healthy:
             last_seq = next_of(healthy, "snapshot")["seq"]
             start = datetime.now(UTC) - timedelta(minutes=5)
             posts = 60
@@ -169,7 +182,7 @@ def test_stuck_client_is_bounded_and_resynced_while_others_keep_up(
                     )
                     for i in range(1000)
                 ]
-                assert post(quick_server, clinic.device(1), batch).status_code == 201
+                assert post(quick_server, clinic, clinic.device(1), batch).status_code == 201
                 seqs = [d["seq"] for d in deltas_until(healthy, samples=1)]
                 assert seqs == list(range(last_seq + 1, last_seq + 1 + len(seqs))), (
                     "no gap, in order"

@@ -6,6 +6,7 @@ import csv
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
@@ -14,7 +15,7 @@ from simulators.recording import RecordingError
 from simulators.replay import ReplayRun, read_recording
 from simulators.timeline import timeline_start
 from tests.conftest import Clinic, LiveServer
-from tests.test_cli import run
+from tests.test_cli import env_with, run
 
 RECORDED_AT = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 PARIS_SUMMER = timezone(timedelta(hours=2))
@@ -184,7 +185,10 @@ def test_replay_reproduces_values_and_relative_timing(
     rows = session_rows()
     path = write_csv(tmp_path / "session.csv", rows)
     before = datetime.now(UTC)
-    result = run("replay", str(path), "--speed", "20", "--url", live_server.http_url)
+    result = run(
+        *("replay", str(path), "--speed", "20", "--url", live_server.http_url),
+        env=env_with(VIGIL_DEVICE_TOKEN=clinic.device_token),  # the site's gateway credential
+    )
     after = datetime.now(UTC)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "(126 observations)" in result.stdout  # batches merge when the sender is behind
@@ -207,9 +211,22 @@ def test_a_value_the_server_refuses_is_traced_to_its_row(
 ) -> None:
     rows: list[Row] = [(0, "hr", 72, "/min", ""), (1, "spo2", 101, "%", "")]
     path = write_csv(tmp_path / "bad.csv", rows, device="demo-monitor-01")
-    result = run("replay", str(path), "--speed", "10", "--url", live_server.http_url)
+    url = live_server.http_url
+    result = run("replay", str(path), "--speed", "10", "--url", url, "--token", clinic.device_token)
     assert result.returncode == 1
     assert f"{path} row 3: SpO2 101 % is outside the plausible range" in result.stderr
+
+    # A credential bound to another device may not send this recording's device.
+    other = httpx.post(
+        f"{url}/api/v1/device-credentials",
+        json={"label": "chair 3 monitor", "device_id": clinic.device(3)},
+        headers=clinic.auth("admin"),
+    )
+    assert other.status_code == 201, other.text
+    refused = run("replay", str(path), "--url", url, "--token", other.json()["token"])
+    assert refused.returncode == 1
+    assert "(403)" in refused.stderr
+    assert "may not send for device 'demo-monitor-01'" in refused.stderr
 
 
 def test_an_unreadable_file_stops_with_exit_2(tmp_path: Path) -> None:
@@ -224,16 +241,17 @@ def test_an_unreadable_file_stops_with_exit_2(tmp_path: Path) -> None:
 def test_a_session_exported_by_vigil_replays_to_the_same_values(
     live_server: LiveServer, clinic: Clinic, tmp_path: Path
 ) -> None:
-    import httpx
-
     # Record a session on chair 2 through the replay of a known file.
-    source = write_csv(tmp_path / "source.csv", session_rows())
-    assert (
-        run("replay", str(source), "--speed", "20", "--url", live_server.http_url).returncode == 0
-    )
     base = live_server.http_url
-    chairs = httpx.get(f"{base}/api/v1/sites/{clinic.site_id}").json()["chairs"]
-    response = httpx.get(f"{base}/api/v1/sessions/{chairs[1]['session']['id']}/export/csv")
+    token = ("--token", clinic.device_token)
+    source = write_csv(tmp_path / "source.csv", session_rows())
+    assert run("replay", str(source), "--speed", "20", "--url", base, *token).returncode == 0
+    site = httpx.get(f"{base}/api/v1/sites/{clinic.site_id}", headers=clinic.auth("nurse"))
+    chairs = site.json()["chairs"]
+    response = httpx.get(
+        f"{base}/api/v1/sessions/{chairs[1]['session']['id']}/export/csv",
+        headers=clinic.auth("clinician"),
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     exported = tmp_path / "exported.csv"
@@ -251,6 +269,7 @@ def test_a_session_exported_by_vigil_replays_to_the_same_values(
         "demo-monitor-03",
         "--url",
         base,
+        *token,
     )
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     original = stored(clinic, "demo-monitor-02")

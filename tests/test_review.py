@@ -16,8 +16,10 @@ import httpx
 import pytest
 from pypdf import PdfReader
 
+from app.storage.db import Database
+from app.storage.models import Role
 from simulators.replay import read_recording
-from tests.conftest import Clinic, LiveServer
+from tests.conftest import Clinic, LiveServer, add_person
 from tests.test_cli import run
 
 HR_SPIKE = (400, 402, 404)  # HR 115 for 6 s: under the 10 s delay, so no alarm
@@ -40,9 +42,30 @@ EVENTS = [  # offset s, kind, rate
 ]
 
 
-def api(server: LiveServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """Every request of these tests goes through here (sign-in will be added in one place)."""
-    return httpx.request(method, f"{server.http_url}{path}", timeout=30, **kwargs)
+Headers = dict[str, str]
+
+
+def api(
+    server: LiveServer, method: str, path: str, *, auth: Headers, **kwargs: Any
+) -> httpx.Response:
+    """Every request of these tests goes through here, signed in with `auth` (a person's or
+    a device's headers; {} for nobody)."""
+    return httpx.request(method, f"{server.http_url}{path}", timeout=30, headers=auth, **kwargs)
+
+
+def add_people(
+    clinic: Clinic, *people: tuple[str, Role], site_ids: list[int] | None = None
+) -> dict[str, Headers]:
+    """People besides the fixture users, of the clinic's site unless `site_ids` says
+    otherwise; their headers by username."""
+    sites = [clinic.site_id] if site_ids is None else site_ids
+    db = Database(clinic.url)
+    try:
+        with db.session() as session:
+            tokens = {name: add_person(session, name, role, sites) for name, role in people}
+    finally:
+        db.close()
+    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
 
 
 def stamp(moment: datetime) -> str:
@@ -78,6 +101,7 @@ def observations(start: datetime) -> list[dict[str, Any]]:
 
 @dataclass
 class KnownSession:
+    clinic: Clinic
     session_id: int
     site_id: int
     patient_id: int
@@ -88,12 +112,19 @@ class KnownSession:
     acked_to: datetime
     high_alarm_id: str
 
+    @property
+    def clinician(self) -> Headers:
+        """The clinic's clinician, who reviews the session."""
+        return self.clinic.auth("clinician")
 
-def wait_for_alarms(server: LiveServer, session_id: int, count: int) -> list[dict[str, Any]]:
+
+def wait_for_alarms(
+    server: LiveServer, clinic: Clinic, session_id: int, count: int
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 10
     while True:
         alarms: list[dict[str, Any]] = api(
-            server, "GET", f"/api/v1/sessions/{session_id}/alarms"
+            server, "GET", f"/api/v1/sessions/{session_id}/alarms", auth=clinic.auth("nurse")
         ).json()
         if len(alarms) >= count or time.monotonic() > deadline:
             return alarms
@@ -101,13 +132,17 @@ def wait_for_alarms(server: LiveServer, session_id: int, count: int) -> list[dic
 
 
 def create_known_session(server: LiveServer, clinic: Clinic) -> KnownSession:
-    """Chair 1: discharge the demo patient, check in P-REVIEW 600 s ago, post the session."""
-    chair = api(server, "GET", f"/api/v1/sites/{clinic.site_id}").json()["chairs"][0]
+    """Chair 1: discharge the demo patient, check in P-REVIEW 600 s ago, post the session.
+    The fixture nurse records the events; another nurse, rn.lee, acknowledges the alarm."""
+    nurse = clinic.auth("nurse")
+    rn_lee = add_people(clinic, ("rn.lee", Role.NURSE))["rn.lee"]
+    chair = api(server, "GET", f"/api/v1/sites/{clinic.site_id}", auth=nurse).json()["chairs"][0]
     discharged = api(
         server,
         "POST",
         f"/api/v1/sessions/{chair['session']['id']}/events",
-        json={"kind": "discharge", "recorded_by": "rn.jones"},
+        json={"kind": "discharge"},
+        auth=nurse,
     )
     assert discharged.status_code == 201, discharged.text
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=599)
@@ -117,9 +152,9 @@ def create_known_session(server: LiveServer, clinic: Clinic) -> KnownSession:
         f"/api/v1/chairs/{chair['id']}/sessions",
         json={
             "patient": {"pseudonym": "P-REVIEW", "initials": "R.V.", "weight_kg": 70},
-            "recorded_by": "rn.jones",
             "at": stamp(start),
         },
+        auth=nurse,
     )
     assert checked_in.status_code == 201, checked_in.text
     session_id = checked_in.json()["id"]
@@ -131,17 +166,16 @@ def create_known_session(server: LiveServer, clinic: Clinic) -> KnownSession:
         "POST",
         "/api/v1/observations",
         json={"device_id": clinic.device(1), "observations": observations(start)},
+        auth=clinic.device_auth,
     )
     posted_to = datetime.now(UTC)
     assert posted.status_code == 201, posted.text
     assert posted.json()["session_id"] == session_id
 
-    alarms = wait_for_alarms(server, session_id, 3)
+    alarms = wait_for_alarms(server, clinic, session_id, 3)
     high = next(a for a in alarms if a["rule_id"] == "spo2_low_high")
     acked_from = datetime.now(UTC)
-    acked = api(
-        server, "POST", f"/api/v1/alarms/{high['alarm_id']}/acknowledge", json={"by": "rn.lee"}
-    )
+    acked = api(server, "POST", f"/api/v1/alarms/{high['alarm_id']}/acknowledge", auth=rn_lee)
     acked_to = datetime.now(UTC)
     assert acked.status_code == 200, acked.text
 
@@ -151,19 +185,16 @@ def create_known_session(server: LiveServer, clinic: Clinic) -> KnownSession:
             server,
             "POST",
             f"/api/v1/sessions/{session_id}/events",
-            json={
-                "kind": kind,
-                "recorded_by": "rn.jones",
-                "at": stamp(start + timedelta(seconds=offset)),
-                **extra,
-            },
+            json={"kind": kind, "at": stamp(start + timedelta(seconds=offset)), **extra},
+            auth=nurse,
         )
         assert recorded.status_code == 201, recorded.text
     patient_id = api(
-        server, "GET", "/api/v1/review/sessions", params={"patient": "P-REVIEW"}
-    ).json()["items"][0]["patient_id"]
+        server, "GET", "/api/v1/review/sessions", params={"patient": "P-REVIEW"},
+        auth=clinic.auth("clinician"),
+    ).json()["items"][0]["patient_id"]  # fmt: skip
     return KnownSession(
-        session_id, clinic.site_id, patient_id, start, posted_from, posted_to, acked_from,
+        clinic, session_id, clinic.site_id, patient_id, start, posted_from, posted_to, acked_from,
         acked_to, high["alarm_id"],
     )  # fmt: skip
 
@@ -177,10 +208,19 @@ def at(known: KnownSession, offset: float) -> str:
     return (known.start + timedelta(seconds=offset)).isoformat().replace("+00:00", "Z")
 
 
+def audit_trail(server: LiveServer, clinic: Clinic, **params: str) -> list[dict[str, Any]]:
+    response = api(server, "GET", "/api/v1/audit", params=params, auth=clinic.auth("admin"))
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()
+    return events
+
+
 def test_summary_figures_match_the_hand_computed_values(
     live_server: LiveServer, known: KnownSession
 ) -> None:
-    response = api(live_server, "GET", f"/api/v1/review/sessions/{known.session_id}")
+    response = api(
+        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}", auth=known.clinician
+    )
     assert response.status_code == 200, response.text
     summary = response.json()
     assert summary["site_id"] == known.site_id
@@ -229,18 +269,55 @@ def test_summary_figures_match_the_hand_computed_values(
     assert lower - 0.01 <= summary["median_ack_s"] <= upper + 0.01
 
 
+def test_review_is_for_clinicians_and_viewing_a_session_is_audited(
+    live_server: LiveServer, clinic: Clinic, known: KnownSession
+) -> None:
+    path = f"/api/v1/review/sessions/{known.session_id}"
+    assert api(live_server, "GET", path, auth={}).status_code == 401
+    for refused in (
+        api(live_server, "GET", path, auth=clinic.auth("nurse")),
+        api(live_server, "GET", "/api/v1/review/sessions", auth=clinic.auth("nurse")),
+        api(
+            live_server,
+            "POST",
+            path + "/annotations",
+            json={"note": "x"},
+            auth=clinic.auth("nurse"),
+        ),
+    ):
+        assert refused.status_code == 403, refused.text
+    assert api(live_server, "GET", path + "/annotations", auth=known.clinician).json() == []
+
+    target = str(known.session_id)
+
+    def viewed() -> list[dict[str, Any]]:
+        events = audit_trail(live_server, clinic, action="session_viewed")
+        return [e for e in events if e["target_id"] == target]
+
+    assert viewed() == []  # neither the refused nor the list of sessions counts as a view
+    assert api(live_server, "GET", path, auth=known.clinician).status_code == 200
+    (event,) = viewed()
+    assert (event["actor"], event["outcome"], event["target_type"]) == (
+        "clinician",
+        "ok",
+        "session",
+    )
+    assert event["site_id"] == known.site_id
+
+
 def test_the_alarm_log_has_times_people_and_values_sortable_and_as_csv(
-    live_server: LiveServer, known: KnownSession
+    live_server: LiveServer, clinic: Clinic, known: KnownSession
 ) -> None:
     path = f"/api/v1/review/sessions/{known.session_id}/alarm-log"
-    log = api(live_server, "GET", path).json()
+    clinician = known.clinician
+    log = api(live_server, "GET", path, auth=clinician).json()
     assert sorted(e["rule_id"] for e in log) == [
         "sbp_high_medium",
         "spo2_low_high",
         "spo2_low_medium",
     ]
     high = next(e for e in log if e["rule_id"] == "spo2_low_high")
-    assert high["acknowledged_by"] == "rn.lee"
+    assert high["acknowledged_by"] == "rn.lee"  # the nurse signed in when acknowledging
     assert high["value"] == 88
     assert high["limit"] == 90
     assert high["cleared_at"] is not None  # discharge clears every alarm
@@ -248,72 +325,96 @@ def test_the_alarm_log_has_times_people_and_values_sortable_and_as_csv(
     sbp = next(e for e in log if e["rule_id"] == "sbp_high_medium")
     assert (sbp["value"], sbp["acknowledged_at"], sbp["time_to_ack_s"]) == (164, None, None)
 
-    by_priority = api(live_server, "GET", path, params={"sort": "priority", "order": "desc"})
+    by_priority = api(
+        live_server, "GET", path, params={"sort": "priority", "order": "desc"}, auth=clinician
+    )
     assert [e["priority"] for e in by_priority.json()] == ["high", "medium", "medium"]
-    by_ack = api(live_server, "GET", path, params={"sort": "time_to_ack_s"}).json()
+    by_ack = api(live_server, "GET", path, params={"sort": "time_to_ack_s"}, auth=clinician).json()
     assert by_ack[0]["rule_id"] == "spo2_low_high"  # the unacknowledged come last
-    refused = api(live_server, "GET", path, params={"sort": "colour"})
+    refused = api(live_server, "GET", path, params={"sort": "colour"}, auth=clinician)
     assert refused.status_code == 422
     assert refused.json()["detail"][0]["loc"] == ["query", "sort"]
 
-    exported = api(live_server, "GET", path + ".csv")
+    exported = api(live_server, "GET", path + ".csv", auth=clinician)
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert len(rows) == 3
     row = next(r for r in rows if r["rule_id"] == "spo2_low_high")
     assert (row["acknowledged_by"], row["value"], row["limit"]) == ("rn.lee", "88", "90")
     assert float(row["time_to_ack_s"]) == pytest.approx(high["time_to_ack_s"], abs=0.001)
+    exports = audit_trail(live_server, clinic, action="session_exported", actor="clinician")
+    assert [(e["target_id"], e["detail"]) for e in exports] == [
+        (str(known.session_id), {"format": "alarm log csv"})
+    ]
 
 
 def test_marks_are_appended_and_the_latest_counts(
-    live_server: LiveServer, known: KnownSession
+    live_server: LiveServer, clinic: Clinic, known: KnownSession
 ) -> None:
+    # A clinician other than the fixture's: the author is who signed in, not their role.
+    dr_k = add_people(clinic, ("dr.k", Role.CLINICIAN))["dr.k"]
     path = f"/api/v1/review/sessions/{known.session_id}/annotations"
-    mark = {"author": "dr.k", "alarm_id": known.high_alarm_id}
-    first = api(live_server, "POST", path, json={**mark, "actionable": False})
+    mark = {"alarm_id": known.high_alarm_id}
+    first = api(live_server, "POST", path, json={**mark, "actionable": False}, auth=dr_k)
     assert first.status_code == 201, first.text
-    second = api(live_server, "POST", path, json={**mark, "actionable": True, "note": "real dip"})
+    assert first.json()["author"] == "dr.k"
+    second = api(
+        live_server, "POST", path, json={**mark, "actionable": True, "note": "real dip"},
+        auth=dr_k,
+    )  # fmt: skip
     assert second.status_code == 201
-    note = api(live_server, "POST", path, json={"author": "dr.k", "note": "Tolerated well."})
+    note = api(live_server, "POST", path, json={"note": "Tolerated well."}, auth=dr_k)
     assert note.status_code == 201
 
-    kept = api(live_server, "GET", path).json()
+    kept = api(live_server, "GET", path, auth=known.clinician).json()
     assert [(a["kind"], a["actionable"]) for a in kept] == [
         ("alarm_mark", False),
         ("alarm_mark", True),
         ("note", None),
     ]
     assert all(a["author"] == "dr.k" for a in kept)
-    log = api(live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/alarm-log").json()
+    log = api(
+        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/alarm-log",
+        auth=known.clinician,
+    ).json()  # fmt: skip
     high = next(e for e in log if e["alarm_id"] == known.high_alarm_id)
     assert (high["actionable"], high["marked_by"]) == (True, "dr.k")
-    summary = api(live_server, "GET", f"/api/v1/review/sessions/{known.session_id}").json()
-    assert [n["text"] for n in summary["notes"]] == ["Tolerated well."]
+    summary = api(
+        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}", auth=known.clinician
+    ).json()
+    assert [(n["text"], n["author"]) for n in summary["notes"]] == [("Tolerated well.", "dr.k")]
 
-    figures = api(live_server, "GET", f"/api/v1/review/sites/{known.site_id}/figures").json()
+    figures = api(
+        live_server, "GET", f"/api/v1/review/sites/{known.site_id}/figures", auth=known.clinician
+    ).json()
     rules = {r["rule_id"]: r for r in figures["figures"]["rules"]}
     high_rule = rules["spo2_low_high"]
     assert (high_rule["marked_actionable"], high_rule["marked_not_actionable"]) == (1, 0)
+
+    annotated = audit_trail(live_server, clinic, action="session_annotated")
+    assert [(e["actor"], e["target_id"]) for e in annotated] == [
+        ("dr.k", str(known.session_id))
+    ] * 3
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"author": "dr.k"}, "note"),
-        ({"author": "dr.k", "actionable": True}, "alarm_id"),
-        ({"author": "dr.k", "alarm_id": "not-an-alarm", "actionable": True}, "alarm_id"),
-        ({"author": "", "note": "x"}, "author"),
+        ({}, "note"),
+        ({"actionable": True}, "alarm_id"),
+        ({"alarm_id": "not-an-alarm", "actionable": True}, "alarm_id"),
+        ({"author": "dr.k", "note": "x"}, "author"),  # the author is whoever signed in
     ],
 )
 def test_a_bad_annotation_is_refused_naming_the_field(
     live_server: LiveServer, known: KnownSession, body: dict[str, Any], field: str
 ) -> None:
     path = f"/api/v1/review/sessions/{known.session_id}/annotations"
-    refused = api(live_server, "POST", path, json=body)
+    refused = api(live_server, "POST", path, json=body, auth=known.clinician)
     assert refused.status_code == 422
     assert refused.json()["detail"][0]["loc"] == ["body", field]
     missing_mark = api(
-        live_server, "POST", path, json={"author": "dr.k", "alarm_id": known.high_alarm_id}
+        live_server, "POST", path, json={"alarm_id": known.high_alarm_id}, auth=known.clinician
     )
     assert missing_mark.json()["detail"][0]["loc"] == ["body", "actionable"]
 
@@ -322,13 +423,16 @@ def test_the_session_list_filters_and_pages_newest_first(
     live_server: LiveServer, clinic: Clinic, known: KnownSession
 ) -> None:
     def listed(**params: Any) -> dict[str, Any]:
-        response = api(live_server, "GET", "/api/v1/review/sessions", params=params)
+        response = api(
+            live_server, "GET", "/api/v1/review/sessions", params=params, auth=known.clinician
+        )
         assert response.status_code == 200, response.text
         page: dict[str, Any] = response.json()
         return page
 
     everything = listed(site_id=clinic.site_id)
     assert everything["total"] == 4  # 3 demo sessions and the known one
+    assert listed()["total"] == 4
     started = [item["started_at"] for item in everything["items"]]
     assert started == sorted(started, reverse=True)
     high = listed(high_alarm="true")
@@ -345,28 +449,55 @@ def test_the_session_list_filters_and_pages_newest_first(
     assert listed(**{"from": (known.start + timedelta(days=1)).date().isoformat()})["total"] == 0
 
     for params, field in (({"from": "yesterday"}, "from"), ({"to": "2026-11-25T10:00"}, "to")):
-        refused = api(live_server, "GET", "/api/v1/review/sessions", params=params)
+        refused = api(
+            live_server, "GET", "/api/v1/review/sessions", params=params, auth=known.clinician
+        )
         assert refused.status_code == 422
         assert refused.json()["detail"][0]["loc"] == ["query", field]
-    assert api(live_server, "GET", "/api/v1/review/sessions/999999").status_code == 404
-    assert api(live_server, "GET", "/api/v1/review/sites/999/figures").status_code == 404
+    missing = api(live_server, "GET", "/api/v1/review/sessions/999999", auth=known.clinician)
+    assert missing.status_code == 404
+    # An unknown site is a 404 for an admin (who sees every site), to others another site.
+    missing = api(live_server, "GET", "/api/v1/review/sites/999/figures", auth=clinic.auth("admin"))
+    assert missing.status_code == 404
+    assert "999" in missing.json()["detail"]
+    other = api(live_server, "GET", "/api/v1/review/sites/999/figures", auth=known.clinician)
+    assert other.status_code == 403
+
+    # A clinician of no site of this clinic lists none of its sessions, and may not ask.
+    elsewhere = add_people(clinic, ("dr.away", Role.CLINICIAN), site_ids=[])["dr.away"]
+    theirs = api(live_server, "GET", "/api/v1/review/sessions", auth=elsewhere)
+    assert (theirs.status_code, theirs.json()["total"]) == (200, 0)
+    mine_only = api(
+        live_server, "GET", "/api/v1/review/sessions", params={"site_id": clinic.site_id},
+        auth=elsewhere,
+    )  # fmt: skip
+    assert mine_only.status_code == 403
 
 
-def test_a_patients_sessions_side_by_side(live_server: LiveServer, known: KnownSession) -> None:
-    course = api(live_server, "GET", f"/api/v1/review/patients/{known.patient_id}/sessions")
+def test_a_patients_sessions_side_by_side(
+    live_server: LiveServer, clinic: Clinic, known: KnownSession
+) -> None:
+    path = f"/api/v1/review/patients/{known.patient_id}/sessions"
+    course = api(live_server, "GET", path, auth=known.clinician)
     assert course.status_code == 200
     (row,) = course.json()
     assert (row["baseline_sys"], row["baseline_dia"]) == (123, 82)
     assert (row["peak_sys"], row["peak_dia"], row["peak_hr"]) == (164, 96, 115)
     assert (row["lowest_spo2"], row["alarms"], row["high_priority_alarms"]) == (88, 3, 1)
-    assert api(live_server, "GET", "/api/v1/review/patients/999999/sessions").status_code == 404
+    missing = api(
+        live_server, "GET", "/api/v1/review/patients/999999/sessions", auth=known.clinician
+    )
+    assert missing.status_code == 404
+    # Every session of the patient is at a site this clinician may not see.
+    elsewhere = add_people(clinic, ("dr.away", Role.CLINICIAN), site_ids=[])["dr.away"]
+    assert api(live_server, "GET", path, auth=elsewhere).status_code == 403
 
 
 def test_site_figures_over_a_date_range(live_server: LiveServer, known: KnownSession) -> None:
     day = known.start.date().isoformat()
     response = api(
         live_server, "GET", f"/api/v1/review/sites/{known.site_id}/figures",
-        params={"from": day, "to": day},
+        params={"from": day, "to": day}, auth=known.clinician,
     )  # fmt: skip
     assert response.status_code == 200, response.text
     figures = response.json()["figures"]
@@ -379,8 +510,13 @@ def test_site_figures_over_a_date_range(live_server: LiveServer, known: KnownSes
     assert figures["alarms_per_chair_hour"] == pytest.approx(3 / figures["chair_hours"])
 
 
-def test_the_reports_show_the_figures(live_server: LiveServer, known: KnownSession) -> None:
-    page = api(live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/report.html")
+def test_the_reports_show_the_figures(
+    live_server: LiveServer, clinic: Clinic, known: KnownSession
+) -> None:
+    page = api(
+        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/report.html",
+        auth=known.clinician,
+    )  # fmt: skip
     assert page.status_code == 200
     html = page.text
     assert "R.V. (P-REVIEW)" in html
@@ -390,7 +526,10 @@ def test_the_reports_show_the_figures(live_server: LiveServer, known: KnownSessi
     assert "0/2/1/0" in html  # alarms low/medium/high/crisis
     assert "rn.lee" in html
 
-    document = api(live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/report.pdf")
+    document = api(
+        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/report.pdf",
+        auth=known.clinician,
+    )  # fmt: skip
     assert document.headers["content-type"] == "application/pdf"
     reader = PdfReader(io.BytesIO(document.content))
     assert len(reader.pages) == 1
@@ -400,27 +539,39 @@ def test_the_reports_show_the_figures(live_server: LiveServer, known: KnownSessi
     assert "0/2/1/0" in text
     assert "rn.lee" in text
     assert "SBP 164 ≥ 160" in text
+    exports = audit_trail(live_server, clinic, action="session_exported")
+    assert sorted((e["actor"], e["target_id"], e["detail"]["format"]) for e in exports) == [
+        ("clinician", str(known.session_id), "report html"),
+        ("clinician", str(known.session_id), "report pdf"),
+    ]
 
 
 def test_the_csv_export_replays_to_the_same_values(
     live_server: LiveServer, clinic: Clinic, known: KnownSession, tmp_path: Path
 ) -> None:
-    exported = api(live_server, "GET", f"/api/v1/sessions/{known.session_id}/export/csv")
+    exported = api(
+        live_server, "GET", f"/api/v1/sessions/{known.session_id}/export/csv",
+        auth=known.clinician,
+    )  # fmt: skip
+    assert exported.status_code == 200, exported.text
     path = tmp_path / "session.csv"
     path.write_text(exported.text)
     recording = read_recording(path)
     assert len(recording.samples) == len(observations(known.start))
 
     # Replayed onto chair 2, whose demo session is open: the same values, the same spacing.
-    chair_two = api(live_server, "GET", f"/api/v1/sites/{clinic.site_id}").json()["chairs"][1]
+    chair_two = api(
+        live_server, "GET", f"/api/v1/sites/{clinic.site_id}", auth=clinic.auth("nurse")
+    ).json()["chairs"][1]
     replayed = run(
         "replay", str(path), "--speed", "200", "--device", clinic.device(2),
-        "--url", live_server.http_url,
+        "--url", live_server.http_url, "--token", clinic.device_token,
     )  # fmt: skip
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     again = api(
-        live_server, "GET", f"/api/v1/sessions/{chair_two['session']['id']}/export/csv"
-    ).text
+        live_server, "GET", f"/api/v1/sessions/{chair_two['session']['id']}/export/csv",
+        auth=known.clinician,
+    ).text  # fmt: skip
     original = list(csv.DictReader(io.StringIO(exported.text)))
     copy = list(csv.DictReader(io.StringIO(again)))[-len(original) :]
 
@@ -434,8 +585,9 @@ def test_the_csv_export_replays_to_the_same_values(
 
     assert shape(copy) == shape(original)
     replay_figures = api(
-        live_server, "GET", f"/api/v1/review/sessions/{chair_two['session']['id']}"
-    ).json()
+        live_server, "GET", f"/api/v1/review/sessions/{chair_two['session']['id']}",
+        auth=known.clinician,
+    ).json()  # fmt: skip
     assert replay_figures["lowest_spo2"] == 88
     assert replay_figures["seconds_spo2_below_90"] == pytest.approx(30)
 
@@ -443,10 +595,16 @@ def test_the_csv_export_replays_to_the_same_values(
 def test_the_hl7_and_fhir_exports_are_reachable(
     live_server: LiveServer, known: KnownSession
 ) -> None:
-    hl7 = api(live_server, "GET", f"/api/v1/sessions/{known.session_id}/export/hl7v2")
+    hl7 = api(
+        live_server, "GET", f"/api/v1/sessions/{known.session_id}/export/hl7v2",
+        auth=known.clinician,
+    )  # fmt: skip
     assert hl7.status_code == 200
     assert hl7.text.startswith("MSH|")
-    fhir = api(live_server, "GET", f"/api/v1/sessions/{known.session_id}/export/fhir")
+    fhir = api(
+        live_server, "GET", f"/api/v1/sessions/{known.session_id}/export/fhir",
+        auth=known.clinician,
+    )  # fmt: skip
     assert fhir.json()["resourceType"] == "Bundle"
 
 
@@ -455,7 +613,7 @@ def test_the_trace_is_down_sampled_without_losing_the_nadir(
 ) -> None:
     response = api(
         live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/trace",
-        params={"max_points": 40},
+        params={"max_points": 40}, auth=known.clinician,
     )  # fmt: skip
     assert response.status_code == 200
     trace = response.json()
@@ -479,6 +637,6 @@ def test_the_trace_is_down_sampled_without_losing_the_nadir(
     assert sorted(a["priority"] for a in trace["alarms"]) == ["high", "medium", "medium"]
     too_few = api(
         live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/trace",
-        params={"max_points": 1},
+        params={"max_points": 1}, auth=known.clinician,
     )  # fmt: skip
     assert too_few.json()["detail"][0]["loc"] == ["query", "max_points"]

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from pypdf import PdfReader
 
 from simulators.chair import SimulatedChair
-from tests.browser_kit import browser, page
+from tests.browser_kit import browser, page, sign_in
 from tests.conftest import Clinic, LiveServer
 from tests.test_review import KnownSession, api, create_known_session
 
@@ -26,12 +26,10 @@ pytestmark = [
 TWO_HOURS_S = 7200
 
 
-def open_review(page: Page, server: LiveServer, path: str) -> float:
-    """Open a review page and wait for its content; returns the seconds it took."""
-    began = time.monotonic()
-    page.goto(f"{server.http_url}{path}")
+def open_review(page: Page, server: LiveServer, path: str, user: str = "clinician") -> None:
+    """Sign in through the /login form, land on a review page and wait for its content."""
+    sign_in(page, server, path, user)
     expect(page.locator(".review-page")).to_be_visible(timeout=15000)
-    return time.monotonic() - began
 
 
 def alarm_spans(page: Page) -> list[dict[str, Any]]:
@@ -74,28 +72,53 @@ def test_the_list_links_to_a_session_page_with_its_trace_and_alarm_spans(
     for label in ("CSV (replayable)", "HL7 v2", "FHIR", "report (PDF)"):
         expect(page.locator("#review-exports").get_by_text(label)).to_be_visible()
     csv_href = page.locator("#review-exports").get_by_text("CSV (replayable)").get_attribute("href")
-    assert api(live_server, "GET", str(csv_href)).status_code == 200
+    assert api(live_server, "GET", str(csv_href), auth=known.clinician).status_code == 200
     expect(page.locator("#review-course-table tr")).to_have_count(2)
 
-    # A mark through the form lands in the alarm log, attributed.
-    page.locator("#review-author").fill("dr.k")
+    # A mark through the form lands in the alarm log, attributed to whoever is signed in:
+    # the form asks for no name.
+    expect(page.locator("#review-author")).to_have_count(0)
     page.locator("#review-alarm").click()
     page.get_by_role("option").filter(has_text="SpO2 88 ≤ 90").first.click()
     page.get_by_text("not actionable").click()
     page.locator("#review-add").click()
-    expect(page.locator("#review-annotate-result")).to_contain_text("Added mark by dr.k")
-    expect(page.locator("#review-alarm-log")).to_contain_text("dr.k")
+    expect(page.locator("#review-annotate-result")).to_contain_text("Added mark by clinician")
+    expect(page.locator("#review-alarm-log")).to_contain_text("clinician")
     marks = api(
-        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/annotations"
-    ).json()
-    assert [(m["alarm_id"], m["actionable"]) for m in marks] == [(known.high_alarm_id, False)]
+        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}/annotations",
+        auth=known.clinician,
+    ).json()  # fmt: skip
+    assert [(m["alarm_id"], m["actionable"], m["author"]) for m in marks] == [
+        (known.high_alarm_id, False, "clinician")
+    ]
+    # Opening the page and marking are in the audit trail, as the signed-in clinician.
+    trail = api(
+        live_server, "GET", "/api/v1/audit", params={"actor": "clinician"},
+        auth=clinic.auth("admin"),
+    ).json()  # fmt: skip
+    acts = {(e["action"], e["target_id"]) for e in trail}
+    assert ("session_viewed", str(known.session_id)) in acts
+    assert ("session_annotated", str(known.session_id)) in acts
+
+
+def test_a_nurse_is_told_the_review_pages_are_not_for_her(
+    page: Page, live_server: LiveServer, clinic: Clinic
+) -> None:
+    sign_in(page, live_server, "/review", "nurse")
+    expect(page.locator(".refused")).to_contain_text("Not for you:", timeout=15000)
+    expect(page.locator(".refused")).to_contain_text("clinician role")
+    expect(page.locator(".review-page")).to_have_count(0)
+    expect(page.locator("#review-sessions")).to_have_count(0)
 
 
 def test_the_html_report_prints_on_one_a4_page(
     page: Page, live_server: LiveServer, clinic: Clinic
 ) -> None:
     known = create_known_session(live_server, clinic)
-    page.goto(f"{live_server.http_url}/api/v1/review/sessions/{known.session_id}/report.html")
+    # The report is an API route: the browser's sign-in cookie is what lets it in.
+    sign_in(
+        page, live_server, f"/api/v1/review/sessions/{known.session_id}/report.html", "clinician"
+    )
     expect(page.locator("#summary-figures")).to_contain_text("SBP (mmHg)")
     printed = PdfReader(io.BytesIO(page.pdf(format="A4", print_background=True)))
     assert len(printed.pages) == 1
@@ -104,17 +127,20 @@ def test_the_html_report_prints_on_one_a4_page(
 
 def post_simulated_session(server: LiveServer, clinic: Clinic, seconds: int) -> int:
     """Chair 3: a simulated patient with a desaturation, `seconds` long, ending now."""
-    chair = api(server, "GET", f"/api/v1/sites/{clinic.site_id}").json()["chairs"][2]
-    api(
+    nurse = clinic.auth("nurse")
+    chair = api(server, "GET", f"/api/v1/sites/{clinic.site_id}", auth=nurse).json()["chairs"][2]
+    discharged = api(
         server, "POST", f"/api/v1/sessions/{chair['session']['id']}/events",
-        json={"kind": "discharge", "recorded_by": "rn.jones"},
+        json={"kind": "discharge"}, auth=nurse,
     )  # fmt: skip
+    assert discharged.status_code == 201, discharged.text
     start = datetime.now(UTC) - timedelta(seconds=seconds)
     started = api(
         server, "POST", f"/api/v1/chairs/{chair['id']}/sessions",
-        json={"patient": {"pseudonym": "P-LONG", "initials": "L.G."}, "recorded_by": "rn.jones",
-              "at": start.isoformat()},
+        json={"patient": {"pseudonym": "P-LONG", "initials": "L.G."}, "at": start.isoformat()},
+        auth=nurse,
     )  # fmt: skip
+    assert started.status_code == 201, started.text
     session_id: int = started.json()["id"]
     simulated = SimulatedChair(
         "transient-desaturation", seed=8, start=start, device_id=clinic.device(3),
@@ -137,6 +163,7 @@ def send(server: LiveServer, clinic: Clinic, observations: list[Any]) -> None:
     response = api(
         server, "POST", "/api/v1/observations",
         json={"device_id": clinic.device(3), "observations": observations},
+        auth=clinic.device_auth,
     )  # fmt: skip
     assert response.status_code == 201, response.text
 
@@ -145,7 +172,9 @@ def test_a_two_hour_session_page_loads_in_under_a_second(
     page: Page, live_server: LiveServer, clinic: Clinic
 ) -> None:
     session_id = post_simulated_session(live_server, clinic, TWO_HOURS_S)
-    stored = api(live_server, "GET", f"/api/v1/review/sessions/{session_id}").json()
+    stored = api(
+        live_server, "GET", f"/api/v1/review/sessions/{session_id}", auth=clinic.auth("clinician")
+    ).json()
     assert stored["duration_min"] == pytest.approx(120, abs=1)
     path = f"/review/sessions/{session_id}"
     open_review(page, live_server, path)  # the first visit loads Dash's scripts

@@ -15,8 +15,9 @@ from tests.conftest import Clinic, LiveServer
 
 
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
+def client(app: FastAPI, clinic: Clinic) -> Iterator[TestClient]:
+    """A client signed in as the clinic's nurse."""
+    with TestClient(app, headers=clinic.auth("nurse")) as test_client:
         yield test_client
 
 
@@ -30,7 +31,7 @@ def chair_session(client: TestClient, clinic: Clinic, position: int) -> dict[str
 def event(client: TestClient, session_id: int, kind: str, **extra: Any) -> Any:
     return client.post(
         f"/api/v1/sessions/{session_id}/events",
-        json={"kind": kind, "recorded_by": "rn.jones", **extra},
+        json={"kind": kind, **extra},
     )
 
 
@@ -44,7 +45,6 @@ def test_a_session_runs_from_check_in_to_discharge(client: TestClient, clinic: C
         f"/api/v1/chairs/{chair['id']}/sessions",
         json={
             "patient": {"pseudonym": "P-100", "initials": "Q.R.", "weight_kg": 70},
-            "recorded_by": "rn.jones",
         },
     )
     assert started.status_code == 201, started.text
@@ -68,7 +68,7 @@ def test_a_session_runs_from_check_in_to_discharge(client: TestClient, clinic: C
     final = client.get(f"/api/v1/sessions/{session['id']}").json()
     assert final["ended_at"] is not None
     assert final["events"][3] == {**final["events"][3], "kind": "rate_change", "value": 0.75}
-    assert all(e["recorded_by"] == "rn.jones" for e in final["events"])
+    assert all(e["recorded_by"] == "nurse" for e in final["events"])
 
 
 def test_events_that_do_not_fit_the_phase_are_409(client: TestClient, clinic: Clinic) -> None:
@@ -79,7 +79,7 @@ def test_events_that_do_not_fit_the_phase_are_409(client: TestClient, clinic: Cl
     assert "only possible from checked_in" in refused.json()["detail"]
     occupied = client.post(
         f"/api/v1/chairs/{chair['id']}/sessions",
-        json={"patient": {"pseudonym": "P-2", "initials": "X.Y."}, "recorded_by": "rn.jones"},
+        json={"patient": {"pseudonym": "P-2", "initials": "X.Y."}},
     )
     assert occupied.status_code == 409
     assert str(session_id) in occupied.json()["detail"]
@@ -89,7 +89,7 @@ def test_events_that_do_not_fit_the_phase_are_409(client: TestClient, clinic: Cl
     assert (
         client.post(
             "/api/v1/chairs/9999/sessions",
-            json={"patient": {"pseudonym": "P-3", "initials": "Z."}, "recorded_by": "rn.jones"},
+            json={"patient": {"pseudonym": "P-3", "initials": "Z."}},
         ).status_code
         == 404
     )
@@ -100,13 +100,16 @@ def test_events_that_do_not_fit_the_phase_are_409(client: TestClient, clinic: Cl
 def test_every_screen_sees_the_new_phase(live_server: LiveServer, clinic: Clinic) -> None:
     import httpx
 
-    with connect(f"{live_server.ws_url}/ws/sites/{clinic.site_id}") as ws:
+    with connect(
+        f"{live_server.ws_url}/ws/sites/{clinic.site_id}", additional_headers=clinic.auth()
+    ) as ws:
         snapshot = json.loads(ws.recv(timeout=5))
         chair = snapshot["chairs"][0]
         assert chair["session"]["phase"] == "baseline"
         response = httpx.post(
             f"{live_server.http_url}/api/v1/sessions/{chair['session']['session_id']}/events",
-            json={"kind": "infusion_start", "recorded_by": "rn.jones"},
+            json={"kind": "infusion_start"},
+            headers=clinic.auth(),
         )
         assert response.status_code == 201
         kinds = []

@@ -12,7 +12,7 @@ from app.storage.models import Device, Sample
 from simulators.chair import SimulatedChair
 from simulators.scenarios import available_scenarios
 from tests.conftest import Clinic, LiveServer, free_port
-from tests.test_cli import run
+from tests.test_cli import env_with, run
 
 Stored = list[tuple[datetime, str, float]]
 
@@ -85,6 +85,7 @@ def test_a_fast_run_stores_what_the_seeded_chairs_produce_with_real_spacing(
         "simulate",
         *("--chairs", "3", "--scenario", "steady", "--speed", str(speed)),
         *("--seed", str(seed), "--duration", str(duration), "--url", live_server.http_url),
+        env=env_with(VIGIL_DEVICE_TOKEN=clinic.device_token),  # the site's gateway credential
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "01:30 / 01:30" in result.stdout  # the progress bar's last state

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from app.adapters.events import ConnectionState, EventBus, LinkEvent
-from app.errors import FieldProblem, InvalidRequest, VigilError
+from app.errors import FieldProblem, InvalidRequest, NotAuthenticated, VigilError
 from app.ingest.repository import StoredBatch
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.timeutil import utcnow
@@ -30,6 +30,24 @@ class AdapterError(VigilError):
     """An adapter could not be found, loaded or started."""
 
     code = "adapter_error"
+
+
+class IngestAuthoriser(Protocol):
+    """Checks a device credential against the device a batch is for (raises if refused)."""
+
+    async def authorise_ingest(self, token: str | None, device_identifier: str) -> object: ...
+
+    async def device_caller(self, token: str | None) -> object:
+        """Who the credential belongs to; raises when it is unknown or revoked."""
+        ...
+
+
+class _RefuseAll:
+    async def authorise_ingest(self, token: str | None, device_identifier: str) -> object:
+        raise NotAuthenticated("no credential check is configured: token doors are closed")
+
+    async def device_caller(self, token: str | None) -> object:
+        raise NotAuthenticated("no credential check is configured: token doors are closed")
 
 
 class IngestSink(Protocol):
@@ -62,6 +80,7 @@ class AdapterContext:
     ingest: IngestSink
     devices: DeviceDirectory
     events: EventBus = field(default_factory=EventBus)
+    credentials: IngestAuthoriser = field(default_factory=_RefuseAll)
 
     async def submit(self, batch: ObservationBatchIn) -> StoredBatch:
         """Validate, normalise, store and publish one device's batch, exactly as HTTP ingest.
@@ -69,6 +88,14 @@ class AdapterContext:
         Raises what HTTP ingest answers with: `NotFoundError` (404) for an unknown device,
         `InvalidRequest` (422) naming each implausible or malformed field.
         """
+        return await self.ingest.ingest(batch)
+
+    async def submit_with_credential(
+        self, token: str | None, batch: ObservationBatchIn
+    ) -> StoredBatch:
+        """`submit` for token doors (websocket, MQTT): the credential is checked on every
+        batch, so a revoked one stops at its next batch, whatever door it uses."""
+        await self.credentials.authorise_ingest(token, batch.device_id)
         return await self.ingest.ingest(batch)
 
 

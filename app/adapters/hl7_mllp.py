@@ -13,13 +13,16 @@ import contextlib
 import hashlib
 import logging
 import socket
+import ssl
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from pathlib import Path
+from typing import Annotated, Any
 
 from hl7.mllp import InvalidBlockError, start_hl7_server  # type: ignore[import-untyped]
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.adapters.base import AdapterContext, BaseAdapter, DeviceRef, validate_batch
 from app.adapters.events import ConnectionState, DeviceAlert
@@ -57,6 +60,21 @@ class MllpSettings(BaseSettings):
         default="127.0.0.1", description="Address to listen on; 0.0.0.0 for gateways elsewhere."
     )
     port: int = Field(default=2575, ge=0, le=65535, description="TCP port (2575 is HL7's).")
+    # MLLP has no credential of its own: who may connect is decided by address, and TLS
+    # (optionally with client certificates) protects the link where the network does not.
+    allowed_sources: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=lambda: [ip_network("127.0.0.1/32"), ip_network("::1/128")],
+        description="Source addresses or networks allowed to connect, comma-separated "
+        "(e.g. 10.20.0.0/24,10.20.1.7). Connections from anywhere else are closed unread.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="Serve MLLP over TLS with this certificate (PEM)."
+    )
+    tls_key_file: Path | None = Field(default=None, description="The certificate's key (PEM).")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="Require client certificates signed by this CA (PEM): mutual TLS.",
+    )
     max_message_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest message accepted; larger ones get AR."
     )
@@ -81,6 +99,34 @@ class MllpSettings(BaseSettings):
     idle_timeout_s: float | None = Field(
         default=None, gt=0, description="Close a connection silent this long; unset: never."
     )
+
+    @field_validator("allowed_sources", mode="before")
+    @classmethod
+    def _split_sources(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return [ip_network(item, strict=False) if isinstance(item, str) else item for item in value]
+
+    def allows(self, host: str | None) -> bool:
+        if not host:
+            return False
+        try:
+            address = ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allowed_sources)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        if self.tls_client_ca_file is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.tls_client_ca_file)
+        return context
 
     # Checked here so that a bad setting stops the adapter at creation, with the reason,
     # instead of failing (and being retried) each time it starts.
@@ -308,6 +354,7 @@ class MllpAdapter(BaseAdapter):
             self.settings.host,
             self.settings.port,
             limit=self.settings.max_message_bytes,
+            ssl=self.settings.ssl_context(),
         )
         try:
             self.port = server.sockets[0].getsockname()[1]
@@ -322,6 +369,15 @@ class MllpAdapter(BaseAdapter):
 
     async def _serve(self, processor: Hl7Processor, reader: Any, writer: Any) -> None:
         peer = _peer(writer)
+        address = writer.get_extra_info("peername")
+        host = address[0] if isinstance(address, tuple) and address else None
+        if not self.settings.allows(host):
+            # Not on the allow-list: closed before a byte is read, so nothing is stored.
+            log.warning("mllp: refused a connection from %s (not in allowed_sources)", peer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
         _keepalive(writer, self.settings.keepalive_s)
         devices: dict[str, DeviceRef] = {}
         reason = "the device closed the connection"

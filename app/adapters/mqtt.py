@@ -3,14 +3,17 @@
 Topic layout (prefix `vigil/v1` by default, VIGIL_MQTT_TOPIC_PREFIX):
 
 - `{prefix}/devices/{device_id}/observations`, device → Vigil, QoS 1: one batch, the JSON of
-  `POST /api/v1/observations`; `device_id` may be left out (the topic names it) and an
-  optional `ref` is echoed in the answer.
+  `POST /api/v1/observations` plus `token`, the device's (or its site gateway's) credential
+  (`vgd_…`), checked on every batch; `device_id` may be left out (the topic names it) and
+  an optional `ref` is echoed in the answer.
 - `{prefix}/devices/{device_id}/ack`, Vigil → device, QoS 1: the answer HTTP would give,
   `{"ref": ..., "status": 201, "accepted": 4, ...}` or `{"ref": ..., "status": 422,
   "detail": [...], "code": "invalid_request"}`.
 - `{prefix}/devices/{device_id}/status`, device → Vigil, retained: `online` when it connects,
   and `offline` as its MQTT last will. Vigil reports both on the adapter event bus; an
-  `offline` (or a lost broker) is a lost device link for the alarm engine.
+  `offline` (or a lost broker) is a lost device link for the alarm engine. Status carries no
+  credential (a last will is fixed at connect): restrict who may publish on a device's
+  topics with the broker's ACLs (docs/SECURITY.md).
 
 Vigil keeps a persistent session (clean session off, fixed client id), so QoS 1 batches
 published while it was away are delivered when it reconnects.
@@ -148,6 +151,9 @@ class MqttAdapter(BaseAdapter):
                 "code": "invalid_json",
             }
         ref = data.pop("ref", None) if isinstance(data, dict) else None
+        # The broker cannot tell Vigil who published: the device's credential rides in the
+        # message, and is checked on every batch.
+        token = data.pop("token", None) if isinstance(data, dict) else None
         try:
             if isinstance(data, dict):
                 named = data.setdefault("device_id", device_id)
@@ -160,7 +166,9 @@ class MqttAdapter(BaseAdapter):
                             )
                         ]
                     )
-            stored = await self.context.submit(validate_batch(data))
+            stored = await self.context.submit_with_credential(
+                token if isinstance(token, str) else None, validate_batch(data)
+            )
         except VigilError as exc:
             return {"ref": ref, **error_reply(exc)}
         device = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)

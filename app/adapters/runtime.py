@@ -11,11 +11,12 @@ from importlib.metadata import EntryPoint
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
-from app.adapters.base import Adapter, AdapterContext, IngestSink
+from app.adapters.base import Adapter, AdapterContext, IngestAuthoriser, IngestSink
 from app.adapters.discovery import LoadFailure, load_adapters
 from app.adapters.events import ConnectionState, EventBus
 from app.adapters.settings import AdapterSettings
 from app.adapters.ws_ingest import router as ws_router
+from app.auth.deps import Admin
 from app.devices.endpoints import router as devices_router
 from app.devices.service import DatabaseDeviceDirectory
 from app.exports.endpoints import router as exports_router
@@ -91,6 +92,7 @@ def install_adapters(
     app: FastAPI,
     db: Database,
     ingest: IngestSink,
+    credentials: IngestAuthoriser,
     settings: AdapterSettings | None = None,
     installed: Iterable[EntryPoint] | None = None,
 ) -> AdapterRuntime:
@@ -104,7 +106,9 @@ def install_adapters(
     """
     settings = settings or AdapterSettings()
     adapters, failures = load_adapters(settings.adapters, installed)
-    context = AdapterContext(ingest=ingest, devices=DatabaseDeviceDirectory(db))
+    context = AdapterContext(
+        ingest=ingest, devices=DatabaseDeviceDirectory(db), credentials=credentials
+    )
     runtime = AdapterRuntime(
         adapters,
         context,
@@ -126,7 +130,7 @@ def install_adapters(
     router = APIRouter(lifespan=lifespan)
 
     @router.get("/api/v1/adapters", response_model=list[AdapterStatus], tags=["adapters"])
-    async def adapter_status() -> list[AdapterStatus]:
+    async def adapter_status(_: Admin) -> list[AdapterStatus]:
         """Each configured adapter and its link state; a failed one says why."""
         return runtime.status()
 

@@ -1,7 +1,10 @@
 """WS /ws/ingest: streaming ingest for devices that keep one connection open.
 
-Each text message is one batch, the same JSON as `POST /api/v1/observations`, with an
-optional `ref` the server echoes. Every batch gets one answer, in order:
+The handshake carries the device's (or its site gateway's) credential,
+`Authorization: Bearer vgd_…`; without one the connection is refused. Each text message
+is one batch, the same JSON as `POST /api/v1/observations`, with an optional `ref` the
+server echoes; the credential is checked on every batch, so a revoked one stops at once.
+Every batch gets one answer, in order:
 
     {"type": "accepted", "ref": 7, "status": 201, "device_id": "...", "accepted": 4,
      "chair_id": 1, "session_id": 7, "received_time": "..."}
@@ -27,7 +30,7 @@ from app.adapters.base import (
     validate_batch,
 )
 from app.adapters.events import ConnectionState, LinkEvent
-from app.errors import VigilError
+from app.errors import NotAuthenticated, VigilError
 from app.timeutil import utcnow
 
 ADAPTER_NAME = "websocket"
@@ -39,6 +42,15 @@ log = logging.getLogger(__name__)
 @router.websocket("/ws/ingest")
 async def ingest_stream(websocket: WebSocket) -> None:
     context: AdapterContext = websocket.app.state.adapters.context
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    try:
+        if scheme.lower() != "bearer":
+            raise NotAuthenticated("send Authorization: Bearer <device credential>")
+        await context.credentials.device_caller(token.strip())
+    except NotAuthenticated as exc:
+        # Refused at the handshake (HTTP 403): a device must say who it is before sending.
+        await websocket.close(code=4401, reason=exc.message[:120])
+        return
     await websocket.accept()
     client = websocket.client
     peer = f"{client.host}:{client.port}" if client else None
@@ -46,7 +58,7 @@ async def ingest_stream(websocket: WebSocket) -> None:
     try:
         while True:
             text = await websocket.receive_text()
-            reply = await _handle(context, text, devices, peer)
+            reply = await _handle(context, token.strip(), text, devices, peer)
             await websocket.send_text(json.dumps(reply, separators=(",", ":")))
     except WebSocketDisconnect:
         pass
@@ -70,7 +82,11 @@ async def ingest_stream(websocket: WebSocket) -> None:
 
 
 async def _handle(
-    context: AdapterContext, text: str, devices: dict[str, DeviceRef], peer: str | None
+    context: AdapterContext,
+    token: str,
+    text: str,
+    devices: dict[str, DeviceRef],
+    peer: str | None,
 ) -> dict[str, Any]:
     try:
         data = json.loads(text)
@@ -84,7 +100,7 @@ async def _handle(
         }
     ref = data.pop("ref", None) if isinstance(data, dict) else None
     try:
-        stored = await context.submit(validate_batch(data))
+        stored = await context.submit_with_credential(token, validate_batch(data))
     except VigilError as exc:
         return {"type": "error", "ref": ref, **error_reply(exc)}
     device = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from app.alarms import repository
 from app.alarms.schemas import (
-    AcknowledgeIn,
     ActionResult,
     AlarmOut,
     AudioPauseIn,
@@ -16,7 +15,15 @@ from app.alarms.schemas import (
     LimitOverrideOut,
 )
 from app.alarms.service import AlarmService
+from app.auth.deps import (
+    ClinicianOnSession,
+    NurseAtSite,
+    NurseOnAlarm,
+    NurseOnSession,
+    record_act,
+)
 from app.deps import get_alarm_service, get_db
+from app.params import AlarmId, SessionId, SiteId
 from app.storage.db import Database
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
@@ -26,7 +33,8 @@ Db = Annotated[Database, Depends(get_db)]
 
 @router.get("/sites/{site_id}/alarms", response_model=list[AlarmOut])
 async def site_alarms(
-    site_id: int,
+    site_id: SiteId,
+    _: NurseAtSite,
     db: Db,
     active: Annotated[bool, Query(description="Only alarms not yet cleared.")] = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
@@ -39,7 +47,8 @@ async def site_alarms(
 
 @router.get("/sessions/{session_id}/alarms", response_model=list[AlarmOut])
 async def session_alarms(
-    session_id: int,
+    session_id: SessionId,
+    _: NurseOnSession,
     db: Db,
     active: Annotated[bool, Query(description="Only alarms not yet cleared.")] = False,
 ) -> list[AlarmOut]:
@@ -50,15 +59,30 @@ async def session_alarms(
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", response_model=ActionResult, responses={404: {}})
-async def acknowledge(alarm_id: str, request: AcknowledgeIn, alarms: Alarms) -> ActionResult:
+async def acknowledge(
+    alarm_id: AlarmId, who: NurseOnAlarm, alarms: Alarms, request: Request
+) -> ActionResult:
     """Acknowledge an alarm: it stops sounding and escalating, on every screen."""
-    return ActionResult(alarms=await alarms.acknowledge(alarm_id, request.by))
+    result = ActionResult(alarms=await alarms.acknowledge(alarm_id, who.username))
+    await record_act(request, who, "alarm_acknowledged", target_type="alarm", target_id=alarm_id)
+    return result
 
 
 @router.post("/sessions/{session_id}/audio-pause", response_model=ActionResult, responses={404: {}})
-async def pause_audio(session_id: int, request: AudioPauseIn, alarms: Alarms) -> ActionResult:
+async def pause_audio(
+    session_id: SessionId, body: AudioPauseIn, who: NurseOnSession, alarms: Alarms, request: Request
+) -> ActionResult:
     """Silence a session's raised alarms for a while; a new or higher alarm sounds anyway."""
-    return ActionResult(alarms=await alarms.pause_audio(session_id, request.by, request.seconds))
+    result = ActionResult(alarms=await alarms.pause_audio(session_id, who.username, body.seconds))
+    await record_act(
+        request,
+        who,
+        "audio_paused",
+        target_type="session",
+        target_id=session_id,
+        detail={"seconds": body.seconds},
+    )
+    return result
 
 
 @router.post(
@@ -68,9 +92,22 @@ async def pause_audio(session_id: int, request: AudioPauseIn, alarms: Alarms) ->
     responses={404: {}, 422: {}},
 )
 async def override_limit(
-    session_id: int, request: LimitOverrideIn, alarms: Alarms
+    session_id: SessionId,
+    body: LimitOverrideIn,
+    who: ClinicianOnSession,
+    alarms: Alarms,
+    request: Request,
 ) -> LimitOverrideOut:
     """Change one rule's limit for this session only; who and why are kept."""
-    return await alarms.override_limit(
-        session_id, request.rule_id, request.limit, request.by, request.reason
+    result = await alarms.override_limit(
+        session_id, body.rule_id, body.limit, who.username, body.reason
     )
+    await record_act(
+        request,
+        who,
+        "limit_changed",
+        target_type="session",
+        target_id=session_id,
+        detail={"rule_id": body.rule_id, "old": result.old, "new": result.new},
+    )
+    return result

@@ -27,16 +27,9 @@ class AlarmOut(BaseModel):
     escalate_at: datetime | None
 
 
-class AcknowledgeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    by: str = Field(min_length=1, max_length=80, description="Who acknowledges.")
-
-
 class AudioPauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=80)
     seconds: float | None = Field(
         default=None, gt=0, le=600, description="Pause length; the protocol's default if omitted."
     )
@@ -47,7 +40,6 @@ class LimitOverrideIn(BaseModel):
 
     rule_id: str = Field(min_length=1, max_length=64)
     limit: float
-    by: str = Field(min_length=1, max_length=80)
     reason: str = Field(min_length=1, max_length=2000)
 
 

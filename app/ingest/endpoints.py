@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
+from app.auth.deps import Auth, DeviceToken
 from app.deps import get_ingest_service
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.ingest.service import IngestService
@@ -18,13 +19,19 @@ router = APIRouter(prefix="/api/v1", tags=["ingest"])
     status_code=status.HTTP_201_CREATED,
     response_model=IngestAccepted,
     responses={
+        401: {"description": "No device credential, or an unknown or revoked one."},
+        403: {"description": "The credential may not send for this device."},
         404: {"description": "The device id is not registered."},
         422: {"description": "A field is malformed or implausible; `detail` names each one."},
     },
 )
 async def post_observations(
     batch: ObservationBatchIn,
+    token: DeviceToken,
+    auth: Auth,
     ingest: Annotated[IngestService, Depends(get_ingest_service)],
 ) -> IngestAccepted:
-    """Store a device's batch of observations, whole or not at all, then publish it live."""
+    """Store a device's batch of observations, whole or not at all, then publish it live.
+    Needs the device's own credential, or its site's gateway credential."""
+    await auth.authorise_ingest(token, batch.device_id)
     return IngestAccepted.of(await ingest.ingest(batch))

@@ -5,24 +5,44 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from app.auth.deps import get_auth, websocket_credential
 from app.live import messages
 from app.live.hub import Resync, Subscription
 from app.live.service import LiveService, encode
 from app.live.views import SiteView
+from app.params import SiteId
 
 router = APIRouter(tags=["live"])
 log = logging.getLogger(__name__)
 
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_UNKNOWN_SITE = 4404
 
 
 @router.websocket("/ws/sites/{site_id}")
-async def site_feed(websocket: WebSocket, site_id: int) -> None:
+async def site_feed(websocket: WebSocket, site_id: SiteId) -> None:
     live: LiveService = websocket.app.state.live
     heartbeat_s: float = websocket.app.state.settings.heartbeat_s
+    auth = get_auth(websocket)
+    token, kind = websocket_credential(websocket)
+    principal = await auth.authenticate(token, kind)
+    # Refused before the handshake completes: the client sees HTTP 403, no data is sent.
+    if principal is None:
+        await websocket.close(code=CLOSE_NOT_AUTHENTICATED, reason="sign in first")
+        return
+    if not principal.may_see(site_id):
+        await websocket.close(code=CLOSE_FORBIDDEN, reason=f"you may not see site {site_id}")
+        return
+
+    async def still_signed_in() -> bool:
+        return await auth.authenticate(token, kind) is not None
+
     await websocket.accept()
     site = await live.site(site_id)
     if site is None:
@@ -32,7 +52,9 @@ async def site_feed(websocket: WebSocket, site_id: int) -> None:
     channel = _Channel(websocket)
     try:
         await channel.send(snapshot)
-        sender = asyncio.create_task(_send(channel, live, site, subscription, heartbeat_s))
+        sender = asyncio.create_task(
+            _send(channel, live, site, subscription, heartbeat_s, still_signed_in)
+        )
         receiver = asyncio.create_task(_receive(channel, subscription))
         # Whichever ends first (client gone, send failed) ends the connection.
         done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -66,9 +88,18 @@ async def _send(
     site: SiteView,
     subscription: Subscription,
     heartbeat_s: float,
+    still_signed_in: Callable[[], Awaitable[bool]],
 ) -> None:
     last_sent = live.hub.seq(site.site_id)
+    checked_at = time.monotonic()
     while True:
+        if time.monotonic() - checked_at >= heartbeat_s:
+            # Every heartbeat period, busy or not: a revoked or expired credential ends the
+            # feed within seconds.
+            if not await still_signed_in():
+                await channel.websocket.close(CLOSE_NOT_AUTHENTICATED, "signed out or revoked")
+                return
+            checked_at = time.monotonic()
         try:
             # asyncio.timeout, not wait_for: no extra task per message on a busy loop.
             async with asyncio.timeout(heartbeat_s):

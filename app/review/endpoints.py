@@ -1,6 +1,6 @@
 """Session review routes under /api/v1/review: lists, figures, trace, alarm log, reports,
-annotations. Every route names a session, a site or a patient, so the site a user may see is
-resolvable for each (`repository.site_of_session`, the site id, the patient's sessions)."""
+annotations. Clinicians and admins only, and only for the sites they may see; looking at a
+session, exporting it and annotating it are recorded in the audit trail."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import io
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 
+from app.auth import repository as auth_repository
+from app.auth.deps import Clinician, ClinicianAtSite, ClinicianOnSession, check_site, record_act
+from app.auth.principal import Principal
 from app.deps import get_db
-from app.errors import FieldProblem, InvalidRequest
+from app.errors import FieldProblem, Forbidden, InvalidRequest
+from app.params import MAX_ID, SessionId, SiteId
 from app.review import repository, service
 from app.review.report import report_html, report_pdf
 from app.review.schemas import AlarmLogSort, AnnotationIn, SortOrder
@@ -56,6 +60,28 @@ ALARM_LOG_COLUMNS = (
 _PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "crisis": 3}
 
 
+async def _viewed(request: Request, who: Principal, session_id: int, what: str) -> None:
+    await record_act(
+        request,
+        who,
+        "session_viewed",
+        target_type="session",
+        target_id=session_id,
+        detail={"view": what},
+    )
+
+
+async def _exported(request: Request, who: Principal, session_id: int, what: str) -> None:
+    await record_act(
+        request,
+        who,
+        "session_exported",
+        target_type="session",
+        target_id=session_id,
+        detail={"format": what},
+    )
+
+
 def _protocol(request: Request) -> Protocol:
     protocol: Protocol = request.app.state.alarms.engine.protocol
     return protocol
@@ -92,9 +118,11 @@ def _range(start: datetime | None, end: datetime | None) -> None:
 
 @router.get("/sessions", response_model=SessionPage)
 async def list_sessions(
+    who: Clinician,
     db: Db,
-    site_id: int | None = None,
-    chair_id: int | None = None,
+    request: Request,
+    site_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    chair_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     patient: Annotated[str | None, Query(max_length=64, description="Pseudonym.")] = None,
     start: Annotated[str | None, Query(alias="from", description="Date or time.")] = None,
     end: Annotated[str | None, Query(alias="to", description="Date (inclusive) or time.")] = None,
@@ -102,9 +130,14 @@ async def list_sessions(
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SessionPage:
-    """Stored sessions, newest first, filtered and paged."""
+    """Stored sessions of the sites the caller may see, newest first, filtered and paged."""
+    if site_id is not None:
+        await check_site(request, who, site_id)
+    if chair_id is not None:
+        await check_site(request, who, await db.run(auth_repository.site_of_chair, chair_id))
     query = SessionListQuery(
         site_id=site_id,
+        site_ids=who.site_ids,
         chair_id=chair_id,
         patient=patient,
         start=parse_moment("from", start),
@@ -118,19 +151,27 @@ async def list_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionSummary, responses=_NOT_FOUND)
-async def session_summary(session_id: int, db: Db, request: Request) -> SessionSummary:
+async def session_summary(
+    session_id: SessionId, who: ClinicianOnSession, db: Db, request: Request
+) -> SessionSummary:
     """The session's summary figures (definitions in docs/REVIEW.md)."""
-    return await db.run(service.summary, session_id, _protocol(request))
+    summary = await db.run(service.summary, session_id, _protocol(request))
+    await _viewed(request, who, session_id, "summary")
+    return summary
 
 
 @router.get("/sessions/{session_id}/trace", response_model=SessionTrace, responses=_NOT_FOUND)
 async def session_trace(
-    session_id: int,
+    session_id: SessionId,
+    who: ClinicianOnSession,
     db: Db,
+    request: Request,
     max_points: Annotated[int, Query(ge=20, le=20000, description="Per vital.")] = 2000,
 ) -> SessionTrace:
     """The session for plotting, each vital down-sampled to min/max per column."""
-    return await db.run(service.trace, session_id, max_points)
+    trace = await db.run(service.trace, session_id, max_points)
+    await _viewed(request, who, session_id, "trace")
+    return trace
 
 
 def sort_alarm_log(
@@ -152,10 +193,17 @@ def sort_alarm_log(
     "/sessions/{session_id}/alarm-log", response_model=list[AlarmLogEntry], responses=_NOT_FOUND
 )
 async def alarm_log(
-    session_id: int, db: Db, sort: AlarmLogSort = "raised_at", order: SortOrder = "asc"
+    session_id: SessionId,
+    who: ClinicianOnSession,
+    db: Db,
+    request: Request,
+    sort: AlarmLogSort = "raised_at",
+    order: SortOrder = "asc",
 ) -> list[AlarmLogEntry]:
     """Every alarm of the session with raise, acknowledge and clear times."""
-    return sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
+    entries = sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
+    await _viewed(request, who, session_id, "alarm log")
+    return entries
 
 
 def alarm_log_csv(entries: list[AlarmLogEntry]) -> str:
@@ -192,10 +240,16 @@ def alarm_log_csv(entries: list[AlarmLogEntry]) -> str:
     responses={**_NOT_FOUND, 200: {"content": {"text/csv": {}}}},
 )
 async def alarm_log_export(
-    session_id: int, db: Db, sort: AlarmLogSort = "raised_at", order: SortOrder = "asc"
+    session_id: SessionId,
+    who: ClinicianOnSession,
+    db: Db,
+    request: Request,
+    sort: AlarmLogSort = "raised_at",
+    order: SortOrder = "asc",
 ) -> Response:
     """The alarm log as CSV (columns in docs/API.md)."""
     entries = sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
+    await _exported(request, who, session_id, "alarm log csv")
     return Response(
         alarm_log_csv(entries),
         media_type="text/csv; charset=utf-8",
@@ -204,9 +258,12 @@ async def alarm_log_export(
 
 
 @router.get("/sessions/{session_id}/report.html", response_class=HTMLResponse, responses=_NOT_FOUND)
-async def report_page(session_id: int, db: Db, request: Request) -> HTMLResponse:
+async def report_page(
+    session_id: SessionId, who: ClinicianOnSession, db: Db, request: Request
+) -> HTMLResponse:
     """The printable one-page report as HTML (print it from the browser)."""
     report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
+    await _exported(request, who, session_id, "report html")
     return HTMLResponse(report_html(report, utcnow()))
 
 
@@ -215,9 +272,12 @@ async def report_page(session_id: int, db: Db, request: Request) -> HTMLResponse
     response_class=Response,
     responses={**_NOT_FOUND, 200: {"content": {"application/pdf": {}}}},
 )
-async def report_document(session_id: int, db: Db, request: Request) -> Response:
+async def report_document(
+    session_id: SessionId, who: ClinicianOnSession, db: Db, request: Request
+) -> Response:
     """The one-page report as a PDF."""
     report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
+    await _exported(request, who, session_id, "report pdf")
     return Response(
         report_pdf(report, utcnow()),
         media_type="application/pdf",
@@ -228,11 +288,13 @@ async def report_document(session_id: int, db: Db, request: Request) -> Response
 @router.get(
     "/sessions/{session_id}/annotations", response_model=list[AnnotationView], responses=_NOT_FOUND
 )
-async def session_annotations(session_id: int, db: Db) -> list[AnnotationView]:
+async def session_annotations(
+    session_id: SessionId, _: ClinicianOnSession, db: Db
+) -> list[AnnotationView]:
     """Every note and mark on the session, oldest first (nothing is ever changed in place)."""
 
     def read(session: Any) -> list[AnnotationView]:
-        repository.site_of_session(session, session_id)
+        auth_repository.site_of_session(session, session_id)
         return repository.list_annotations(session, session_id)
 
     return await db.run(read)
@@ -244,10 +306,22 @@ async def session_annotations(session_id: int, db: Db) -> list[AnnotationView]:
     response_model=AnnotationView,
     responses={**_NOT_FOUND, 422: {}},
 )
-async def annotate(session_id: int, body: AnnotationIn, db: Db) -> AnnotationView:
-    """Add a note to the session, or mark one of its alarms actionable or not."""
-    request = AnnotationRequest(body.author, body.note, body.alarm_id, body.actionable)
-    return await db.run(service.annotate, session_id, request, utcnow())
+async def annotate(
+    session_id: SessionId, body: AnnotationIn, who: ClinicianOnSession, db: Db, request: Request
+) -> AnnotationView:
+    """Add a note to the session, or mark one of its alarms actionable or not, as the
+    signed-in clinician."""
+    annotation = AnnotationRequest(who.username, body.note, body.alarm_id, body.actionable)
+    added = await db.run(service.annotate, session_id, annotation, utcnow())
+    await record_act(
+        request,
+        who,
+        "session_annotated",
+        target_type="session",
+        target_id=session_id,
+        detail={"kind": added.kind, "alarm_id": body.alarm_id},
+    )
+    return added
 
 
 @router.get(
@@ -255,9 +329,18 @@ async def annotate(session_id: int, body: AnnotationIn, db: Db) -> AnnotationVie
     response_model=list[PatientSessionRow],
     responses={404: {"description": "Unknown patient."}},
 )
-async def patient_course(patient_id: int, db: Db) -> list[PatientSessionRow]:
-    """A patient's sessions side by side, oldest first: baseline and peak BP per session."""
-    return await db.run(service.patient_sessions, patient_id)
+async def patient_course(
+    patient_id: Annotated[int, Path(ge=1, le=MAX_ID)], who: Clinician, db: Db, request: Request
+) -> list[PatientSessionRow]:
+    """A patient's sessions side by side, oldest first: baseline and peak BP per session.
+    Only sessions at sites the caller may see are listed."""
+    rows = await db.run(service.patient_sessions, patient_id)
+    visible = [row for row in rows if who.may_see(row.site_id)]
+    if rows and not visible:
+        raise Forbidden(f"you may not see the sessions of patient {patient_id}")
+    for row in visible:
+        await _viewed(request, who, row.session_id, "patient course")
+    return visible
 
 
 @router.get(
@@ -266,7 +349,8 @@ async def patient_course(patient_id: int, db: Db) -> list[PatientSessionRow]:
     responses={404: {"description": "Unknown site."}},
 )
 async def site_figures(
-    site_id: int,
+    site_id: SiteId,
+    _: ClinicianAtSite,
     db: Db,
     start: Annotated[str | None, Query(alias="from", description="Date or time.")] = None,
     end: Annotated[str | None, Query(alias="to", description="Date (inclusive) or time.")] = None,

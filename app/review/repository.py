@@ -86,18 +86,6 @@ def sites(session: Session) -> list[SiteOption]:
     ]
 
 
-def site_of_session(session: Session, session_id: int) -> int:
-    """The site a session belongs to: what an access check needs. Unknown: NotFoundError."""
-    site_id = session.scalar(
-        select(Chair.site_id)
-        .join(InfusionSession, InfusionSession.chair_id == Chair.id)
-        .where(InfusionSession.id == session_id)
-    )
-    if site_id is None:
-        raise NotFoundError(f"unknown session {session_id}")
-    return site_id
-
-
 def require_site(session: Session, site_id: int) -> str:
     name = session.scalar(select(Site.name).where(Site.id == site_id))
     if name is None:
@@ -124,6 +112,8 @@ def list_sessions(session: Session, query: SessionListQuery) -> SessionPage:
     conditions = []
     if query.site_id is not None:
         conditions.append(Chair.site_id == query.site_id)
+    if query.site_ids is not None:
+        conditions.append(Chair.site_id.in_(sorted(query.site_ids)))
     if query.chair_id is not None:
         conditions.append(InfusionSession.chair_id == query.chair_id)
     if query.patient is not None:

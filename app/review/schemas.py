@@ -12,15 +12,11 @@ SortOrder = Literal["asc", "desc"]
 
 
 class AnnotationIn(BaseModel):
-    """A note on the session, or a mark on one of its alarms (with an optional note)."""
+    """A note on the session, or a mark on one of its alarms (with an optional note). The
+    author is the signed-in user."""
 
     model_config = ConfigDict(extra="forbid")
 
-    author: str = Field(
-        min_length=1,
-        max_length=80,
-        description="Who adds it. Until sign-in lands (issue 6) the client names the person.",
-    )
     note: str | None = Field(default=None, max_length=4000)
     alarm_id: str | None = Field(default=None, min_length=1, max_length=64)
     actionable: bool | None = Field(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from app.auth import repository as auth_repository
 from app.errors import FieldProblem, InvalidRequest
 from app.review import repository
 from app.review.figures import (
@@ -474,7 +475,7 @@ def annotate(
     session: Session, session_id: int, request: AnnotationRequest, now: datetime
 ) -> AnnotationView:
     """Append a note or an alarm mark; a changed mark is a new row, the latest one counts."""
-    repository.site_of_session(session, session_id)  # unknown session: 404
+    auth_repository.site_of_session(session, session_id)  # unknown session: 404
     note = (request.note or "").strip() or None
     if request.alarm_id is None:
         if request.actionable is not None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 
+from app.auth.deps import NurseOnChair, NurseOnSession, record_act
 from app.deps import get_session_service
+from app.params import ChairId, SessionId
 from app.sessions.schemas import EventIn, SessionOut, SessionStart
 from app.sessions.service import SessionService
 
@@ -20,14 +22,24 @@ Sessions = Annotated[SessionService, Depends(get_session_service)]
     response_model=SessionOut,
     responses={404: {"description": "Unknown chair."}, 409: {"description": "Chair occupied."}},
 )
-async def start_session(chair_id: int, request: SessionStart, sessions: Sessions) -> SessionOut:
+async def start_session(
+    chair_id: ChairId, body: SessionStart, who: NurseOnChair, sessions: Sessions, request: Request
+) -> SessionOut:
     """Check a patient into a chair: a new session in phase `checked_in`."""
-    return await sessions.start(chair_id, request)
+    out = await sessions.start(chair_id, body, who.username)
+    await record_act(request, who, "session_started", target_type="session", target_id=out.id)
+    return out
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut, responses={404: {}})
-async def get_session(session_id: int, sessions: Sessions) -> SessionOut:
-    return await sessions.get(session_id)
+async def get_session(
+    session_id: SessionId, who: NurseOnSession, sessions: Sessions, request: Request
+) -> SessionOut:
+    out = await sessions.get(session_id)
+    if out.ended_at is not None:
+        # Looking back at a finished session is a view of health records: it is audited.
+        await record_act(request, who, "session_viewed", target_type="session", target_id=out.id)
+    return out
 
 
 @router.post(
@@ -39,7 +51,18 @@ async def get_session(session_id: int, sessions: Sessions) -> SessionOut:
         409: {"description": "The event does not fit the session's phase."},
     },
 )
-async def record_event(session_id: int, event: EventIn, sessions: Sessions) -> SessionOut:
+async def record_event(
+    session_id: SessionId, event: EventIn, who: NurseOnSession, sessions: Sessions, request: Request
+) -> SessionOut:
     """Record an event. baseline_start, infusion_start, infusion_stop and discharge move
     the phase (checked_in → baseline → infusion → recovery → discharged)."""
-    return await sessions.record_event(session_id, event)
+    out = await sessions.record_event(session_id, event, who.username)
+    await record_act(
+        request,
+        who,
+        "event_recorded",
+        target_type="session",
+        target_id=session_id,
+        detail={"kind": event.kind.value},
+    )
+    return out

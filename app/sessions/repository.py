@@ -122,7 +122,7 @@ def start_session(
 
 
 def record_event(
-    session: Session, session_id: int, event: EventIn, at: datetime, now: datetime
+    session: Session, session_id: int, event: EventIn, by: str, at: datetime, now: datetime
 ) -> tuple[int, SessionPhase]:
     """Store the event, move the phase if it says so; returns (site id, phase after)."""
     found = _session(session, session_id)
@@ -149,7 +149,7 @@ def record_event(
             session_id=session_id,
             kind=event.kind,
             at=at,
-            recorded_by=event.recorded_by,
+            recorded_by=by,
             recorded_at=now,
             value=event.value,
             unit=event.unit,

@@ -22,7 +22,6 @@ class SessionStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     patient: PatientIn
-    recorded_by: str = Field(min_length=1, max_length=80, description="Who checked the patient in.")
     at: AwareDatetime | None = Field(default=None, description="Check-in time; now if omitted.")
 
 
@@ -30,7 +29,6 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: EventKind
-    recorded_by: str = Field(min_length=1, max_length=80)
     at: AwareDatetime | None = Field(default=None, description="When it happened; now if omitted.")
     value: float | None = Field(default=None, description="E.g. the new rate for rate_change.")
     unit: str | None = Field(default=None, max_length=24, examples=["mg/kg/h"])

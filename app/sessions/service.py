@@ -18,13 +18,13 @@ class SessionService:
         self._live = live
         self._alarms = alarms
 
-    async def start(self, chair_id: int, request: SessionStart) -> SessionOut:
+    async def start(self, chair_id: int, request: SessionStart, by: str) -> SessionOut:
         now = utcnow()
         session_id = await self._db.run(
             repository.start_session,
             chair_id,
             request.patient,
-            request.recorded_by,
+            by,
             request.at or now,
             now,
         )
@@ -33,10 +33,10 @@ class SessionService:
         await self._alarms.on_session_changed(session_id, Phase.CHECKED_IN, ended=False)
         return out
 
-    async def record_event(self, session_id: int, event: EventIn) -> SessionOut:
+    async def record_event(self, session_id: int, event: EventIn, by: str) -> SessionOut:
         now = utcnow()
         site_id, phase = await self._db.run(
-            repository.record_event, session_id, event, event.at or now, now
+            repository.record_event, session_id, event, by, event.at or now, now
         )
         await self._live.reload_site(site_id)
         await self._alarms.on_session_changed(

@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app.alarms.service import AlarmService
+from app.auth.deps import NurseAtSite, NurseOnSession
 from app.deps import get_alarm_service, get_db
+from app.params import SessionId, SiteId
 from app.storage.db import Database
 from app.timeutil import utcnow
 from app.trends import repository
@@ -42,7 +44,8 @@ def _active_limits(alarms: AlarmService, session_id: int, phase: str) -> list[Ac
 
 @router.get("/sessions/{session_id}/trend", response_model=TrendOut, responses={404: {}})
 async def session_trend(
-    session_id: int,
+    session_id: SessionId,
+    _: NurseOnSession,
     db: Db,
     alarms: Alarms,
     minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 60,
@@ -70,7 +73,8 @@ async def session_trend(
 
 @router.get("/sites/{site_id}/sparklines", response_model=SparklinesOut)
 async def site_sparklines(
-    site_id: int,
+    site_id: SiteId,
+    _: NurseAtSite,
     db: Db,
     minutes: Annotated[float, Query(gt=0, le=60)] = 15,
     bucket_s: Annotated[float, Query(ge=1, le=60)] = 5,
@@ -85,7 +89,7 @@ async def site_sparklines(
 
 
 @router.get("/sites/{site_id}/station-state", response_model=StationStateOut)
-async def station_state(site_id: int, db: Db, alarms: Alarms) -> StationStateOut:
+async def station_state(site_id: SiteId, _: NurseAtSite, db: Db, alarms: Alarms) -> StationStateOut:
     """Cuff intervals per phase, the audio pause length, and which sessions are paused now."""
     protocol = alarms.engine.protocol
     pause_s = protocol.lifecycle.audio_pause_s

@@ -1,15 +1,13 @@
 /*
  * Vigil nurse station: the one way the page talks to the API besides the websocket.
  *
- * Every state-changing request goes through vigilPost, so sign-in (issue 6) needs one
- * change: same-origin cookies are sent, and the CSRF token from the readable `vigil_csrf`
- * cookie goes in the X-CSRF-Token header. Until then the body names who acts (`by`,
- * `recorded_by`); once the server takes the person from the session it ignores them.
+ * Every state-changing request goes through vigilPost: the sign-in cookie is sent, and
+ * the CSRF token from the readable `vigil_csrf` cookie goes in the X-CSRF-Token header.
+ * Who acts is the signed-in person; the server takes it from the session. A 401 means
+ * the sign-in has ended (expired or revoked): the page goes to the sign-in form.
  */
 (function () {
   "use strict";
-
-  var ACTOR = "nurse station";
 
   function cookie(name) {
     var match = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
@@ -20,6 +18,9 @@
     return response.text().then(function (text) {
       var body = null;
       try { body = text ? JSON.parse(text) : null; } catch (e) { body = text; }
+      if (response.status === 401) {
+        window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+      }
       if (!response.ok) {
         var detail = body && body.detail ? body.detail : response.statusText;
         if (typeof detail !== "string") detail = JSON.stringify(detail);
@@ -47,5 +48,21 @@
     return fetch(url, { credentials: "same-origin" }).then(answer);
   };
 
-  window.vigilActor = ACTOR;
+  // Who is signed in, in the top bar, and the sign-out button (both in every layout).
+  window.vigilGet("/api/v1/auth/me").then(function (me) {
+    (function show() {
+      var who = document.getElementById("signed-in-as");
+      if (!who) return setTimeout(show, 200); // Dash renders the layout after this script
+      who.textContent = me.display_name + " · " + me.role;
+    })();
+  }).catch(function () {});
+  document.addEventListener("click", function (event) {
+    if (event.target && event.target.id === "sign-out") window.vigilSignOut();
+  });
+
+  window.vigilSignOut = function () {
+    window.vigilPost("/logout", {}).finally(function () {
+      window.location.assign("/login");
+    });
+  };
 })();

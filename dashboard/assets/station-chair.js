@@ -227,7 +227,7 @@
   };
 
   function recordEvent(button) {
-    var body = { kind: button.dataset.kind, recorded_by: window.vigilActor };
+    var body = { kind: button.dataset.kind };
     if (button.dataset.value) body.value = parseFloat(button.dataset.value);
     if (button.dataset.unit) body.unit = button.dataset.unit;
     if (button.dataset.note) body.note = button.dataset.note;

@@ -594,13 +594,13 @@
     if (!chair) return;
     if (target.closest(".ack-button")) {
       (chair.alarms || []).filter(function (a) { return a.state === "raised"; }).forEach(function (a) {
-        window.vigilPost("/api/v1/alarms/" + encodeURIComponent(a.alarm_id) + "/acknowledge", { by: window.vigilActor })
+        window.vigilPost("/api/v1/alarms/" + encodeURIComponent(a.alarm_id) + "/acknowledge", {})
           .catch(function (error) { flashError(tile, error); });
       });
     } else if (target.closest(".pause-button")) {
       if (!chair.session) return;
       // No length: the protocol's pause, which every screen counts down from.
-      window.vigilPost("/api/v1/sessions/" + chair.session.session_id + "/audio-pause", { by: window.vigilActor })
+      window.vigilPost("/api/v1/sessions/" + chair.session.session_id + "/audio-pause", {})
         .catch(function (error) { flashError(tile, error); });
     } else if (window.vigilChair && chair.session) {
       window.vigilChair.open(chair.chair_id);

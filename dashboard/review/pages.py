@@ -43,12 +43,15 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 
 def review_page(source: ReviewSource, pathname: str) -> html.Div:
-    """The page for a /review… path."""
-    match = SESSION_PATH.match(pathname)
-    if match:
-        return session_page(source, int(match.group(1)))
-    if pathname.rstrip("/") == "/review":
-        return list_page(source)
+    """The page for a /review… path; a viewer who may not see it is told so."""
+    try:
+        match = SESSION_PATH.match(pathname)
+        if match:
+            return session_page(source, int(match.group(1)))
+        if pathname.rstrip("/") == "/review":
+            return list_page(source)
+    except PermissionError as refused:
+        return html.Div(f"Not for you: {refused}.", className="empty refused")
     return html.Div("No such review page.", className="empty")
 
 
@@ -285,7 +288,6 @@ def session_page(source: ReviewSource, session_id: int) -> html.Div:
             html.Div(
                 className="review-annotate",
                 children=[
-                    dcc.Input(id="review-author", type="text", placeholder="your name"),
                     dcc.Textarea(id="review-note", placeholder="note"),
                     dcc.Dropdown(
                         id="review-alarm",
@@ -413,7 +415,6 @@ def register_review_callbacks(dash_app: Dash, source: ReviewSource) -> None:
         Output("review-notes", "children"),
         Input("review-add", "n_clicks"),
         State("review-session-id", "data"),
-        State("review-author", "value"),
         State("review-note", "value"),
         State("review-alarm", "value"),
         State("review-actionable", "value"),
@@ -422,22 +423,20 @@ def register_review_callbacks(dash_app: Dash, source: ReviewSource) -> None:
     def add_annotation(
         _: int,
         session_id: int,
-        author: str | None,
         note: str | None,
         alarm_id: str | None,
         actionable: str | None,
     ) -> tuple[Any, Any, Any]:
-        if not (author or "").strip():
-            return "Say who you are (your name).", no_update, no_update
+        # The author is whoever is signed in: the server's review source fills it in.
         request = AnnotationRequest(
-            author=(author or "").strip(),
+            author="",
             note=note,
             alarm_id=alarm_id,
             actionable=None if actionable is None else actionable == "yes",
         )
         try:
             added = source.annotate(session_id, request)
-        except (ReviewRefused, ReviewNotFound) as exc:
+        except (ReviewRefused, ReviewNotFound, PermissionError) as exc:
             return f"Not added: {exc}", no_update, no_update
         review = source.review(session_id, 20)
         notes = [html.Li(f"{_when(n.at)} {n.author}: {n.text}") for n in review.summary.notes]

@@ -33,6 +33,7 @@ class SiteOption:
 @dataclass(frozen=True)
 class SessionListQuery:
     site_id: int | None = None
+    site_ids: frozenset[int] | None = None  # only these sites (who may see what); None: all
     chair_id: int | None = None
     patient: str | None = None  # the patient's pseudonym
     start: datetime | None = None  # sessions started at or after

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,15 +24,16 @@ from app.settings import Settings
 from app.sites.demo import seed_demo
 from app.storage import migrate
 from app.storage.db import Database
-from app.storage.models import Device, Sample
-from tests.conftest import REPO, Clinic, LiveServer
+from app.storage.models import Device, Role, Sample
+from tests.conftest import REPO, Clinic, LiveServer, add_gateway_credential, add_person
 
 HL7_SAMPLES = Path("/work/shared/data/hl7")
 START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\r"
 
 
 def make_sqlite_clinic(directory: Path) -> Clinic:
-    """The demo clinic (3 chairs, demo-monitor-01..03) in a SQLite file.
+    """The demo clinic (3 chairs, demo-monitor-01..03) in a SQLite file, with its signed-in
+    nurse, clinician and admin and its gateway credential, as `clinic` has them.
 
     Transport tests use SQLite only; the registry's SQL runs on both databases.
     """
@@ -42,9 +43,11 @@ def make_sqlite_clinic(directory: Path) -> Clinic:
     try:
         with db.session() as session:
             site_id = seed_demo(session, chairs=3)
+            tokens = {role.value: add_person(session, role.value, role, [site_id]) for role in Role}
+            device_token = add_gateway_credential(session, site_id)
     finally:
         db.close()
-    return Clinic(url, site_id, 3)
+    return Clinic(url, site_id, 3, tokens, device_token)
 
 
 @pytest.fixture
@@ -112,18 +115,44 @@ class AdapterServer:
         response = httpx.post(
             f"{self.http_url}/api/v1/devices",
             json={"identifier": identifier, "kind": kind, "chair_id": chair_id},
+            headers=self.clinic.auth("admin"),
             timeout=10,
         )
         assert response.status_code == 201, response.text
 
+    def issue_credential(self, device: str) -> tuple[int, str]:
+        """A credential bound to `device` alone, issued by the admin: (its id, the token)."""
+        response = httpx.post(
+            f"{self.http_url}/api/v1/device-credentials",
+            json={"label": f"tests {device}", "device_id": device},
+            headers=self.clinic.auth("admin"),
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return int(body["id"]), str(body["token"])
+
+    def revoke_credential(self, credential_id: int) -> None:
+        response = httpx.delete(
+            f"{self.http_url}/api/v1/device-credentials/{credential_id}",
+            headers=self.clinic.auth("admin"),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+
     def chair_ids(self) -> list[int]:
-        site = httpx.get(f"{self.http_url}/api/v1/sites/{self.clinic.site_id}", timeout=10)
+        site = httpx.get(
+            f"{self.http_url}/api/v1/sites/{self.clinic.site_id}",
+            headers=self.clinic.auth("nurse"),
+            timeout=10,
+        )
+        assert site.status_code == 200, site.text
         return [chair["id"] for chair in site.json()["chairs"]]
 
 
 def start_adapter_server(
     clinic: Clinic, tmp_path: Path, env: dict[str, str]
-) -> Iterator[AdapterServer]:
+) -> Generator[AdapterServer, None, None]:
     """Run the server with `env` set while it is created (adapters read VIGIL_* there)."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():

@@ -7,6 +7,7 @@ import json
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import hl7  # type: ignore[import-untyped]
 import httpx
@@ -16,12 +17,15 @@ from websockets.sync.client import connect
 from app.adapters.events import ConnectionState
 from tests.adapters.conftest import (
     HL7_SAMPLES,
+    MLLP_ENV,
     AdapterServer,
     MllpClient,
     ack_fields,
     device_times,
+    start_adapter_server,
     stored,
 )
+from tests.conftest import Clinic
 
 _serial = itertools.count(1)
 
@@ -64,7 +68,7 @@ def device() -> str:
 
 
 @pytest.fixture
-def bound(server: AdapterServer, device: str) -> Iterator[str]:
+def bound(server: AdapterServer, device: str) -> str:
     """`device` registered and bound to the first chair."""
     server.register(device, server.chair_ids()[0])
     return device
@@ -141,7 +145,8 @@ def test_kpa_is_converted_and_no_value_forms_are_skipped(
         ("nibp_dia", round(10.5 * 7.50062, 3)),
     ]
     # The nurse station sees the converted pressure on the bound chair.
-    with connect(f"{server.ws_url}/ws/sites/{server.clinic.site_id}") as ws:
+    screen = f"{server.ws_url}/ws/sites/{server.clinic.site_id}"
+    with connect(screen, additional_headers=server.clinic.auth("nurse")) as ws:
         snapshot = json.loads(ws.recv(timeout=5))
     chair = next(c for c in snapshot["chairs"] if bound in c["devices"])
     assert chair["vitals"]["nibp_sys"]["unit"] == "mm[Hg]"
@@ -242,7 +247,9 @@ def test_bad_frames_never_harm_the_connection_or_its_neighbours(
             ack_fields(neighbour.send(oru("ok-2", f"1|{HR.format(62)}", device=bound)))[0] == "AA"
         )
         assert ack_fields(client.send(oru("ok-3", f"1|{HR.format(63)}", device=bound)))[0] == "AA"
-    status = httpx.get(f"{server.http_url}/api/v1/adapters", timeout=10).json()
+    status = httpx.get(
+        f"{server.http_url}/api/v1/adapters", headers=server.clinic.auth("admin"), timeout=10
+    ).json()
     assert status == [{"name": "mllp", "state": "connected", "error": None}]
 
 
@@ -283,3 +290,20 @@ def test_many_frames_in_one_write_are_answered_in_order(client: MllpClient) -> N
     assert [code for code, _, _ in answers] == ["AE"] * len(files)
     assert answers[0][1] == "HP0122182658686QQ000CND119C0WS61"
     assert answers[-1][1] == "HP128978937126197"
+
+
+@pytest.fixture
+def fenced_server(sqlite_clinic: Clinic, tmp_path: Path) -> Iterator[AdapterServer]:
+    """The MLLP listener on loopback, but allowing only gateways on 10.0.0.0/8."""
+    env = {**MLLP_ENV, "VIGIL_MLLP_ALLOWED_SOURCES": "10.0.0.0/8"}
+    yield from start_adapter_server(sqlite_clinic, tmp_path, env)
+
+
+def test_a_source_outside_the_allowed_ones_is_closed_unread(fenced_server: AdapterServer) -> None:
+    server = fenced_server
+    device = "0011223344FENCED"
+    server.register(device, server.chair_ids()[0])
+    with MllpClient(server.adapter_port("mllp")) as client, pytest.raises(ConnectionError):
+        client.send(oru("fenced-1", f"1|{HR.format(72)}", device=device))
+    assert stored(server, device) == []
+    assert server.recorder.links(device) == []  # no device link was ever up

@@ -25,7 +25,8 @@ def test_a_gateway_that_drops_its_connection_alarms_on_its_chair(
     device = "0011223344556677"
     chair = server.chair_ids()[0]
     server.register(device, chair)
-    with connect(f"{server.ws_url}/ws/sites/{server.clinic.site_id}") as ws:
+    screen = f"{server.ws_url}/ws/sites/{server.clinic.site_id}"
+    with connect(screen, additional_headers=server.clinic.auth("nurse")) as ws:
         assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
         with MllpClient(server.adapter_port("mllp")) as gateway:
             assert (

@@ -41,10 +41,13 @@ def mqtt_server(
 
 
 class Device:
-    """A device on the broker: a real paho client publishing batches, reading answers."""
+    """A device on the broker: a real paho client publishing batches, reading answers.
 
-    def __init__(self, prefix: str, device_id: str, will: bool = False) -> None:
-        self.prefix, self.device_id = prefix, device_id
+    Each batch it sends carries `token`, its credential, as the adapter requires.
+    """
+
+    def __init__(self, prefix: str, device_id: str, token: str | None, will: bool = False) -> None:
+        self.prefix, self.device_id, self.token = prefix, device_id, token
         self.answers: queue.Queue[dict[str, Any]] = queue.Queue()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4()}")
         if will:
@@ -61,8 +64,12 @@ class Device:
     def publish(self, leaf: str, payload: str | bytes, retain: bool = False) -> None:
         self.client.publish(self.topic(leaf), payload, qos=1, retain=retain).wait_for_publish(5)
 
-    def send(self, body: Any) -> dict[str, Any]:
-        self.publish("observations", body if isinstance(body, bytes) else json.dumps(body))
+    def signed(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body if self.token is None else {**body, "token": self.token}
+
+    def send(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
+        payload = body if isinstance(body, bytes) else json.dumps(self.signed(body))
+        self.publish("observations", payload)
         return self.answers.get(timeout=10)
 
     def close(self) -> None:
@@ -73,7 +80,7 @@ class Device:
 @pytest.fixture
 def device(mqtt_server: AdapterServer, prefix: str) -> Iterator[Device]:
     mqtt_server.register("oximeter-7", mqtt_server.chair_ids()[0], kind="oximeter")
-    client = Device(prefix, "oximeter-7")
+    client = Device(prefix, "oximeter-7", mqtt_server.clinic.device_token)
     yield client
     client.close()
 
@@ -104,7 +111,12 @@ def test_a_published_batch_is_stored_and_answered(
 
 def test_errors_are_the_ones_http_gives(mqtt_server: AdapterServer, device: Device) -> None:
     bad = {"device_id": "oximeter-7", "observations": [reading("spo2", 101, "%")]}
-    over_http = httpx.post(f"{mqtt_server.http_url}/api/v1/observations", json=bad, timeout=10)
+    over_http = httpx.post(
+        f"{mqtt_server.http_url}/api/v1/observations",
+        json=bad,
+        headers=mqtt_server.clinic.device_auth,
+        timeout=10,
+    )
     over_mqtt = device.send(bad)
     assert over_mqtt == {"ref": None, "status": over_http.status_code, **over_http.json()}
     assert over_mqtt["status"] == 422
@@ -125,8 +137,38 @@ def test_errors_are_the_ones_http_gives(mqtt_server: AdapterServer, device: Devi
     assert device.send({"observations": [reading("hr", 60, "/min")]})["status"] == 201
 
 
+def test_a_batch_needs_a_credential_that_may_send_for_its_device(
+    mqtt_server: AdapterServer, device: Device, prefix: str
+) -> None:
+    batch = {"observations": [reading("hr", 66, "/min")]}
+    gateway_token = device.token
+    device.token = None
+    unsigned = device.send({"ref": 1, **batch})
+    assert (unsigned["ref"], unsigned["status"], unsigned["code"]) == (1, 401, "not_authenticated")
+    device.token = "vgd_not-a-credential-of-this-clinic"
+    assert device.send(batch)["status"] == 401
+    assert stored(mqtt_server, "oximeter-7") == []  # nothing stored from refused batches
+
+    # A credential bound to another device may not send for this one.
+    _, others = mqtt_server.issue_credential(mqtt_server.clinic.device(1))
+    device.token = others
+    refused = device.send(batch)
+    assert (refused["status"], refused["code"]) == (403, "forbidden")
+    assert "oximeter-7" in refused["detail"]
+
+    # Its own credential may, until it is revoked: the next batch is refused.
+    credential_id, own = mqtt_server.issue_credential("oximeter-7")
+    device.token = own
+    assert device.send(batch)["status"] == 201
+    mqtt_server.revoke_credential(credential_id)
+    assert device.send(batch)["status"] == 401
+    device.token = gateway_token
+    assert device.send(batch)["status"] == 201
+    assert [x for _, x, _ in stored(mqtt_server, "oximeter-7")] == [66, 66]
+
+
 def test_an_unknown_device_gets_404(mqtt_server: AdapterServer, prefix: str) -> None:
-    stranger = Device(prefix, "not-registered")
+    stranger = Device(prefix, "not-registered", mqtt_server.clinic.device_token)
     try:
         answer = stranger.send({"observations": [reading("hr", 60, "/min")]})
     finally:
@@ -139,7 +181,7 @@ def test_an_unknown_device_gets_404(mqtt_server: AdapterServer, prefix: str) -> 
 def test_status_and_last_will_become_link_events(mqtt_server: AdapterServer, prefix: str) -> None:
     chair = mqtt_server.chair_ids()[2]
     mqtt_server.register("cuff-3", chair, kind="nibp")
-    cuff = Device(prefix, "cuff-3", will=True)
+    cuff = Device(prefix, "cuff-3", None, will=True)  # status messages carry no credential
     cuff.publish("status", "online", retain=True)
     online = mqtt_server.recorder.wait_for_link("cuff-3", ConnectionState.CONNECTED)
     assert (online.adapter, online.chair_id) == ("mqtt", chair)
@@ -153,6 +195,11 @@ def test_status_and_last_will_become_link_events(mqtt_server: AdapterServer, pre
     assert (lost.chair_id, lost.reason) == (chair, "device offline (last will)")
 
 
+def adapter_state(server: AdapterServer) -> ConnectionState:
+    """The MQTT adapter's state now (a call, so the type checker does not pin it)."""
+    return server.runtime.adapters[0].state
+
+
 def test_reconnects_and_receives_what_was_published_meanwhile(
     mqtt_server: AdapterServer, device: Device, prefix: str
 ) -> None:
@@ -163,18 +210,20 @@ def test_reconnects_and_receives_what_was_published_meanwhile(
     intruder.connect(*BROKER)
     intruder.loop_start()
     deadline = time.monotonic() + 10
-    while mqtt_server.runtime.adapters[0].state is ConnectionState.CONNECTED:
+    while adapter_state(mqtt_server) is ConnectionState.CONNECTED:
         assert time.monotonic() < deadline, "the adapter never noticed it was dropped"
         time.sleep(0.02)
     intruder.loop_stop()
     intruder.disconnect()
 
     # Published while Vigil was away (QoS 1, persistent session): delivered on reconnect.
-    device.publish("observations", json.dumps({"observations": [reading("hr", 62, "/min")]}))
+    device.publish(
+        "observations", json.dumps(device.signed({"observations": [reading("hr", 62, "/min")]}))
+    )
     answer = device.answers.get(timeout=15)
     assert answer["status"] == 201, answer
     assert [x for v, x, _ in stored(mqtt_server, "oximeter-7") if v == "hr"] == [61, 62]
-    assert mqtt_server.runtime.adapters[0].state is ConnectionState.CONNECTED
+    assert adapter_state(mqtt_server) is ConnectionState.CONNECTED
     mqtt_events = [e.state for e in mqtt_server.recorder.links() if e.device_identifier is None]
     assert mqtt_events.count(ConnectionState.CONNECTED) >= 2
     # While Vigil was off the broker, the device's link counted as lost.

@@ -161,7 +161,9 @@ def test_failing_adapters_never_take_the_server_down(
     assert code == "AE"  # served: no device in that message, but answered
 
     time.sleep(0.5)  # the crashing adapter keeps being retried meanwhile
-    status = {s["name"]: s for s in httpx.get(f"{server.http_url}/api/v1/adapters").json()}
+    adapters = f"{server.http_url}/api/v1/adapters"
+    assert httpx.get(adapters, headers=server.clinic.auth("clinician")).status_code == 403
+    status = {s["name"]: s for s in httpx.get(adapters, headers=server.clinic.auth("admin")).json()}
     assert set(status) == {
         "startcrash",
         "runcrash",

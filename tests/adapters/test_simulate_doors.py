@@ -51,6 +51,8 @@ def test_simulate_sends_through_the_door(server: AdapterServer, door: str) -> No
     for index, chair in enumerate(server.chair_ids()[:2], start=1):
         server.register(f"{prefix}{index:02d}", chair)
     address = f"127.0.0.1:{server.adapter_port('mllp')}" if door == "mllp" else "127.0.0.1:1883"
+    # MQTT batches carry the site's gateway credential; MLLP is let in by source address.
+    credential = ["--token", server.clinic.device_token] if door == "mqtt" else []
     result = run(
         "simulate",
         "--door",
@@ -67,6 +69,7 @@ def test_simulate_sends_through_the_door(server: AdapterServer, door: str) -> No
         "3",
         "--device-prefix",
         prefix,
+        *credential,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     sent = re.search(r"\((\d+) observations\)", result.stdout)

@@ -74,7 +74,12 @@ def test_simulator_drives_http_mllp_mqtt_and_websocket(server: AdapterServer) ->
     devices = {door: register_all(server, batches) for door, batches in doors.items()}
 
     for batch in doors["http"]:
-        response = httpx.post(f"{server.http_url}/api/v1/observations", json=batch, timeout=10)
+        response = httpx.post(
+            f"{server.http_url}/api/v1/observations",
+            json=batch,
+            headers=server.clinic.device_auth,
+            timeout=10,
+        )
         assert response.status_code == 201, response.text
 
     with MllpClient(server.adapter_port("mllp")) as client:
@@ -92,14 +97,15 @@ def test_simulator_drives_http_mllp_mqtt_and_websocket(server: AdapterServer) ->
         mqtt.subscribe(f"{prefix}/devices/+/ack", qos=1)
         for batch in doors["mqtt"]:
             topic = f"{prefix}/devices/{batch['device_id']}/observations"
-            mqtt.publish(topic, json.dumps(batch), qos=1).wait_for_publish(5)
+            signed = {**batch, "token": server.clinic.device_token}
+            mqtt.publish(topic, json.dumps(signed), qos=1).wait_for_publish(5)
         statuses = [answers.get(timeout=10)["status"] for _ in doors["mqtt"]]
     finally:
         mqtt.loop_stop()
         mqtt.disconnect()
     assert set(statuses) == {201}
 
-    with connect(f"{server.ws_url}/ws/ingest") as ws:
+    with connect(f"{server.ws_url}/ws/ingest", additional_headers=server.clinic.device_auth) as ws:
         for batch in doors["ws"]:
             ws.send(json.dumps(batch))
         replies = [json.loads(ws.recv(timeout=10)) for _ in doors["ws"]]

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 from app.adapters.events import ConnectionState
 from tests.adapters.conftest import AdapterServer, start_adapter_server, stored
@@ -31,6 +32,12 @@ def reading(vital: str, value: float, unit: str) -> dict[str, Any]:
     }
 
 
+def ingest(server: AdapterServer, headers: dict[str, str] | None = None) -> ClientConnection:
+    """A device's connection to /ws/ingest, with the site's gateway credential by default."""
+    credential = server.clinic.device_auth if headers is None else headers
+    return connect(f"{server.ws_url}/ws/ingest", additional_headers=credential)
+
+
 def exchange(ws: Any, body: Any) -> dict[str, Any]:
     ws.send(body if isinstance(body, str) else json.dumps(body))
     answer: dict[str, Any] = json.loads(ws.recv(timeout=10))
@@ -39,7 +46,7 @@ def exchange(ws: Any, body: Any) -> dict[str, Any]:
 
 def test_a_stream_of_batches_is_stored_and_answered_in_order(server: AdapterServer) -> None:
     device = server.clinic.device(2)
-    with connect(f"{server.ws_url}/ws/ingest") as ws:
+    with ingest(server) as ws:
         for ref in range(5):
             body = {
                 "ref": ref,
@@ -59,8 +66,13 @@ def test_a_stream_of_batches_is_stored_and_answered_in_order(server: AdapterServ
 def test_errors_are_the_ones_http_gives_and_the_connection_stays(server: AdapterServer) -> None:
     device = server.clinic.device(1)
     bad = {"device_id": device, "observations": [reading("nibp_sys", 400, "mm[Hg]")]}
-    over_http = httpx.post(f"{server.http_url}/api/v1/observations", json=bad, timeout=10)
-    with connect(f"{server.ws_url}/ws/ingest") as ws:
+    over_http = httpx.post(
+        f"{server.http_url}/api/v1/observations",
+        json=bad,
+        headers=server.clinic.device_auth,
+        timeout=10,
+    )
+    with ingest(server) as ws:
         assert exchange(ws, {**bad, "ref": "b1"}) == {
             "type": "error",
             "ref": "b1",
@@ -87,7 +99,7 @@ def test_errors_are_the_ones_http_gives_and_the_connection_stays(server: Adapter
 def test_the_connection_is_a_device_link(server: AdapterServer) -> None:
     device = server.clinic.device(3)
     chair = server.chair_ids()[2]
-    with connect(f"{server.ws_url}/ws/ingest") as ws:
+    with ingest(server) as ws:
         exchange(ws, {"device_id": device, "observations": [reading("spo2", 98, "%")]})
         up = server.recorder.wait_for_link(device, ConnectionState.CONNECTED)
         assert (up.adapter, up.chair_id, up.site_id) == ("websocket", chair, server.clinic.site_id)
@@ -97,10 +109,40 @@ def test_the_connection_is_a_device_link(server: AdapterServer) -> None:
 
 def test_streamed_samples_reach_the_nurse_station(server: AdapterServer) -> None:
     device = server.clinic.device(1)
-    with connect(f"{server.ws_url}/ws/sites/{server.clinic.site_id}") as screen:
+    site = f"{server.ws_url}/ws/sites/{server.clinic.site_id}"
+    with connect(site, additional_headers=server.clinic.auth("nurse")) as screen:
         assert json.loads(screen.recv(timeout=5))["type"] == "snapshot"
-        with connect(f"{server.ws_url}/ws/ingest") as ws:
+        with ingest(server) as ws:
             exchange(ws, {"device_id": device, "observations": [reading("spo2", 91, "%")]})
         while (message := json.loads(screen.recv(timeout=5)))["type"] != "samples":
             assert message["type"] == "heartbeat"
     assert [(s["vital"], s["value"]) for s in message["samples"]] == [("spo2", 91)]
+
+
+def test_a_handshake_without_a_live_device_credential_is_refused(server: AdapterServer) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Basic bm9ib2R5OnNlY3JldA=="},
+        {"Authorization": "Bearer vgd_unknown"},
+        server.clinic.auth("admin"),  # a person's token is no device credential
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            ingest(server, headers)
+        assert refused.value.response.status_code == 403
+    assert stored(server, server.clinic.device(1)) == []
+
+
+def test_each_batch_is_checked_against_its_credential(server: AdapterServer) -> None:
+    device, other = server.clinic.device(1), server.clinic.device(2)
+    batch = {"device_id": device, "observations": [reading("hr", 68, "/min")]}
+
+    credential_id, token = server.issue_credential(device)
+    with ingest(server, {"Authorization": f"Bearer {token}"}) as ws:
+        assert exchange(ws, batch)["status"] == 201
+        foreign = exchange(ws, {**batch, "device_id": other})
+        assert (foreign["type"], foreign["status"], foreign["code"]) == ("error", 403, "forbidden")
+        # Revoked while connected: the very next batch is refused.
+        server.revoke_credential(credential_id)
+        assert exchange(ws, batch)["status"] == 401
+    assert [x for _, x, _ in stored(server, device)] == [68]
+    assert stored(server, other) == []

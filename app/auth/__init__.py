@@ -1,0 +1,1 @@
+"""Who may do what: people and roles, sign-in, device credentials and the audit trail."""
