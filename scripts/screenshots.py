@@ -5,6 +5,9 @@ Chromium (Playwright, no browser download).
     VIGIL_TEST_CHROMIUM=/usr/bin/chromium .venv/bin/python scripts/screenshots.py \
         [--chairs 30] [--warm-up-s 180] [--out docs/screenshots]
 
+Everything signs in as a real deployment would: the simulator and the silent chair's monitor
+with a gateway credential (`vigil device-credential issue`), the browser through the /login
+form and the staging calls with an API token, both as a nurse made with `vigil user create`.
 The simulated chairs run in real time for --warm-up-s first, so sparklines have a history.
 Then, through the public API: chair 4 desaturates (SpO2 84, a crisis alarm that latches),
 chair 9 too, its audio paused; chair 7's cuff reads 172/104 (medium alarms, acknowledged:
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,6 +29,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from playwright.sync_api import Page, sync_playwright
@@ -44,7 +49,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ACTOR = {"by": "rn.screenshots"}
+NURSE = ("rn.lee", "R. Lee")  # username, display name: shown in the top bar and "ack rn.lee"
 
 
 def free_port() -> int:
@@ -66,6 +71,57 @@ def wait_healthy(base: str) -> None:
     raise SystemExit("vigil serve did not answer /healthz within 30 s")
 
 
+def vigil_cli(vigil: str, env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    """Run a `vigil` admin command against the scratch database; its standard output."""
+    done = subprocess.run(
+        [vigil, *args], env=env, input=stdin, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"vigil {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def issue_gateway_credential(vigil: str, env: dict[str, str], site_id: int) -> str:
+    """A gateway credential for every device of the site; the token is the last line."""
+    printed = vigil_cli(
+        vigil, env, "device-credential", "issue", "--label", "screenshots", "--site", str(site_id)
+    )
+    return printed.strip().splitlines()[-1]
+
+
+def create_nurse(vigil: str, env: dict[str, str], site_id: int) -> str:
+    """The nurse who signs in; returns a new random password."""
+    password = secrets.token_urlsafe(18)
+    username, name = NURSE
+    vigil_cli(
+        vigil,
+        env,
+        *("user", "create", username, "--role", "nurse", "--name", name),
+        *("--site", str(site_id), "--password-stdin"),
+        stdin=password + "\n",
+    )
+    return password
+
+
+def api_token(base: str, password: str) -> dict[str, str]:
+    """Headers for the nurse's API calls, from POST /api/v1/auth/token."""
+    response = httpx.post(
+        f"{base}/api/v1/auth/token",
+        json={"username": NURSE[0], "password": password, "label": "screenshots"},
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def sign_in(page: Page, base: str, next_path: str, password: str) -> None:
+    """Sign the browser in through the /login form, as a nurse would."""
+    page.goto(f"{base}/login?next={quote(next_path)}")
+    page.fill("#username", NURSE[0])
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{next_path}")
+
+
 def trace(vital: str, values: list[float], unit: str) -> list[dict[str, Any]]:
     end = datetime.now(UTC)
     return [
@@ -79,50 +135,63 @@ def trace(vital: str, values: list[float], unit: str) -> list[dict[str, Any]]:
     ]
 
 
-def post(base: str, chair: int, observations: list[dict[str, Any]]) -> None:
+def post(base: str, device: dict[str, str], chair: int, observations: list[dict[str, Any]]) -> None:
+    """One batch from a chair's monitor, sent with the site's gateway credential."""
     response = httpx.post(
         f"{base}/api/v1/observations",
         json={"device_id": device_identifier(chair), "observations": observations},
+        headers=device,
     )
     response.raise_for_status()
 
 
-def live_alarms(base: str, site_id: int, chair: int) -> list[dict[str, Any]]:
-    alarms: list[dict[str, Any]] = httpx.get(
-        f"{base}/api/v1/sites/{site_id}/alarms", params={"active": "true"}
-    ).json()
+def live_alarms(base: str, nurse: dict[str, str], site_id: int, chair: int) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{base}/api/v1/sites/{site_id}/alarms", params={"active": "true"}, headers=nurse
+    )
+    response.raise_for_status()
+    alarms: list[dict[str, Any]] = response.json()
     return [a for a in alarms if a["chair_id"] == chair and a["state"] == "raised"]
 
 
-def stage_alarms(base: str, site_id: int) -> None:
+def stage_alarms(base: str, site_id: int, device: dict[str, str], nurse: dict[str, str]) -> None:
     """The states a nurse should recognise: flashing, acknowledged, paused."""
-    post(base, 4, trace("spo2", [86, 85, 84, 84], "%"))
+    post(base, device, 4, trace("spo2", [86, 85, 84, 84], "%"))
     post(
         base,
+        device,
         7,
         trace("nibp_sys", [172], "mm[Hg]")
         + trace("nibp_dia", [104], "mm[Hg]")
         + trace("nibp_mean", [127], "mm[Hg]"),
     )
-    post(base, 9, trace("spo2", [84, 84], "%"))
+    post(base, device, 9, trace("spo2", [84, 84], "%"))
     post(
         base,
+        device,
         12,
         trace("nibp_sys", [168], "mm[Hg]")
         + trace("nibp_dia", [96], "mm[Hg]")
         + trace("nibp_mean", [120], "mm[Hg]"),
     )
     time.sleep(2)
-    for alarm in live_alarms(base, site_id, 7):
-        httpx.post(f"{base}/api/v1/alarms/{alarm['alarm_id']}/acknowledge", json=ACTOR)
-    session_9 = live_alarms(base, site_id, 9)[0]["session_id"]
-    httpx.post(f"{base}/api/v1/sessions/{session_9}/audio-pause", json=ACTOR)
+    for alarm in live_alarms(base, nurse, site_id, 7):
+        httpx.post(
+            f"{base}/api/v1/alarms/{alarm['alarm_id']}/acknowledge", headers=nurse
+        ).raise_for_status()
+    session_9 = live_alarms(base, nurse, site_id, 9)[0]["session_id"]
+    httpx.post(
+        f"{base}/api/v1/sessions/{session_9}/audio-pause", json={}, headers=nurse
+    ).raise_for_status()
 
 
-def capture(page: Page, base: str, site_id: int, out: Path) -> None:
-    page.goto(f"{base}/sites/{site_id}")
+def capture(
+    page: Page, base: str, site_id: int, device: dict[str, str], password: str, out: Path
+) -> None:
+    sign_in(page, base, f"/sites/{site_id}", password)
     page.wait_for_function("document.getElementById('link-status').textContent === 'live'")
-    stage_alarms(base, site_id)
+    page.wait_for_function("document.getElementById('signed-in-as').textContent !== ''")
+    stage_alarms(base, site_id, device, api_token(base, password))
     page.wait_for_selector("#chair-4.alarm-high")
     page.wait_for_selector("#chair-7.alarm-acknowledged")
     page.wait_for_function("document.querySelector('#chair-9 .pause-left').textContent !== ''")
@@ -162,6 +231,9 @@ def main() -> None:
         db.close()
         base = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, "VIGIL_DATABASE_URL": url}
+        gateway = issue_gateway_credential(vigil, env, site_id)
+        password = create_nurse(vigil, env, site_id)
+        device = {"Authorization": f"Bearer {gateway}"}
         port = base.rsplit(":", 1)[1]
         server = subprocess.Popen([vigil, "serve", "--port", port, "--no-upgrade"], env=env)
         simulate = None
@@ -171,15 +243,15 @@ def main() -> None:
             simulate = subprocess.Popen(
                 [vigil, "simulate", "--chairs", str(args.chairs - 1), "--url", base,
                  "--seed", "7", "--duration", "3600"],
-                env=env,
+                env={**env, "VIGIL_DEVICE_TOKEN": gateway},
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
-            post(base, args.chairs, trace("spo2", [97], "%") + trace("pr", [71], "/min"))
+            post(base, device, args.chairs, trace("spo2", [97], "%") + trace("pr", [71], "/min"))
             time.sleep(args.warm_up_s)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
                 page = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
-                capture(page, base, site_id, args.out)
+                capture(page, base, site_id, device, password, args.out)
                 browser.close()
         finally:
             for process in (simulate, server):
