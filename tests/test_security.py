@@ -85,6 +85,9 @@ MATRIX: dict[tuple[str, str], tuple[Role | None, str | None]] = {
     ("GET", "/api/v1/sessions/{session_id}/trend"): (NURSE, "session"),
     ("GET", "/api/v1/sites/{site_id}/sparklines"): (NURSE, "site"),
     ("GET", "/api/v1/sites/{site_id}/station-state"): (NURSE, "site"),
+    ("GET", "/api/v1/protocol"): (None, None),
+    ("POST", "/api/v1/sites"): (ADMIN, None),
+    ("POST", "/api/v1/sites/{site_id}/chairs"): (ADMIN, None),
     ("GET", "/api/v1/review/sessions"): (CLINICIAN, None),
     ("GET", "/api/v1/review/sessions/{session_id}"): (CLINICIAN, "session"),
     ("GET", "/api/v1/review/sessions/{session_id}/trace"): (CLINICIAN, "session"),
@@ -621,3 +624,36 @@ def test_the_nurse_station_lists_and_opens_only_the_viewers_sites(world: World) 
         assert {site.site_id for site in directory.sites()} == {clinic_site, other_site}
     with server.test_request_context(), pytest.raises(PermissionError):
         directory.sites()
+
+
+def test_an_admin_adds_sites_and_chairs_and_gives_people_access(
+    client: TestClient, world: World
+) -> None:
+    admin = world.clinic.auth("admin")
+    site = client.post("/api/v1/sites", json={"name": "North clinic"}, headers=admin)
+    assert site.status_code == 201, site.text
+    site_id = site.json()["id"]
+    assert (
+        client.post("/api/v1/sites", json={"name": "North clinic"}, headers=admin).status_code
+        == 409
+    )
+    chair = client.post(f"/api/v1/sites/{site_id}/chairs", json={"name": "Chair N1"}, headers=admin)
+    assert chair.status_code == 201
+    assert [(c["name"], c["position"]) for c in chair.json()["chairs"]] == [("Chair N1", 1)]
+    nurse = world.clinic.auth("nurse")
+    assert client.get(f"/api/v1/sites/{site_id}", headers=nurse).status_code == 403
+    me = client.get("/api/v1/auth/me", headers=nurse).json()
+    client.patch(
+        f"/api/v1/users/{me['user_id']}",
+        json={"site_ids": [world.clinic.site_id, site_id]},
+        headers=admin,
+    )
+    assert client.get(f"/api/v1/sites/{site_id}", headers=nurse).status_code == 200
+    protocol = client.get("/api/v1/protocol", headers=nurse).json()
+    assert protocol["version"]
+    assert "spo2_desat" in {rule["id"] for rule in protocol["rules"]}
+    trail = client.get("/api/v1/audit", headers=admin).json()
+    acts = [(e["action"], e["site_id"]) for e in trail]
+    assert ("site_created", site_id) in acts
+    assert ("chair_created", site_id) in acts
+    assert ("user_changed", None) in acts

@@ -13,6 +13,8 @@ from app.alarms.schemas import (
     AudioPauseIn,
     LimitOverrideIn,
     LimitOverrideOut,
+    ProtocolOut,
+    RuleOut,
 )
 from app.alarms.service import AlarmService
 from app.auth.deps import (
@@ -20,6 +22,7 @@ from app.auth.deps import (
     NurseAtSite,
     NurseOnAlarm,
     NurseOnSession,
+    SignedIn,
     record_act,
 )
 from app.deps import get_alarm_service, get_db
@@ -111,3 +114,28 @@ async def override_limit(
         detail={"rule_id": body.rule_id, "old": result.old, "new": result.new},
     )
     return result
+
+
+@router.get("/protocol", response_model=ProtocolOut)
+async def clinic_protocol(_: SignedIn, alarms: Alarms) -> ProtocolOut:
+    """The alarm protocol in force: its version and every physiological rule."""
+    protocol = alarms.engine.protocol
+    return ProtocolOut(
+        name=protocol.name,
+        version=protocol.version,
+        rules=[
+            RuleOut(
+                id=rule.id,
+                vital=rule.vital.value,
+                op=rule.op.value,
+                limit=rule.limit,
+                priority=rule.priority.value,
+                delay_s=rule.delay_s,
+                relative_to_baseline=rule.relative_to_baseline,
+                phases=sorted(phase.value for phase in rule.phases),
+                overridable=rule.overridable,
+            )
+            for rule in protocol.rules
+        ],
+        audio_pause_s=protocol.lifecycle.audio_pause_s,
+    )

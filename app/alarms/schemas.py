@@ -58,3 +58,25 @@ class ActionResult(BaseModel):
     """What an acknowledgement or pause changed."""
 
     alarms: list[AlarmOut]
+
+
+class RuleOut(BaseModel):
+    id: str
+    vital: str
+    op: str
+    limit: float
+    priority: str
+    delay_s: float
+    relative_to_baseline: bool
+    phases: list[str]
+    overridable: bool
+
+
+class ProtocolOut(BaseModel):
+    """The alarm protocol in force. An admin changes it by replacing the clinic's protocol
+    file (VIGIL_PROTOCOL_FILE) and restarting: it is validated before Vigil starts."""
+
+    name: str
+    version: str
+    rules: list[RuleOut]
+    audio_pause_s: float

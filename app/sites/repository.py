@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import NotFoundError
+from app.errors import ConflictError, NotFoundError
 from app.live.repository import load_site_view
 from app.sites.schemas import ChairOut, SessionOut, SiteDetailOut, SiteOut
 from app.storage.models import Chair, Site
@@ -47,3 +50,29 @@ def site_detail(session: Session, site_id: int) -> SiteDetailOut:
             for chair in chairs
         ],
     )
+
+
+def add_site(session: Session, name: str, now: datetime) -> SiteOut:
+    site = Site(name=name, created_at=now)
+    session.add(site)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ConflictError(f"a site named {name!r} exists") from exc
+    return SiteOut(id=site.id, name=site.name, chair_count=0)
+
+
+def add_chair(session: Session, site_id: int, name: str, position: int | None) -> SiteDetailOut:
+    if session.get(Site, site_id) is None:
+        raise NotFoundError(f"no site with id {site_id}")
+    if position is None:
+        last = session.scalar(select(func.max(Chair.position)).where(Chair.site_id == site_id))
+        position = (last or 0) + 1
+    session.add(Chair(site_id=site_id, name=name, position=position))
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ConflictError(f"site {site_id} already has a chair named {name!r}") from exc
+    return site_detail(session, site_id)

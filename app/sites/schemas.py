@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+
+class SiteIn(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+
+
+class ChairIn(BaseModel):
+    name: str = Field(min_length=1, max_length=60)
+    position: int | None = Field(
+        default=None, ge=0, le=10_000, description="Display order; after the last if omitted."
+    )
 
 
 class SiteOut(BaseModel):
