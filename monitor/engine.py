@@ -258,6 +258,10 @@ class AlarmEngine:
     ) -> list[AlarmTransition]:
         return self._lifecycle.pause_audio(key, actor=actor, time=time, duration_s=duration_s)
 
+    def audio_paused_until(self, key: str) -> float | None:
+        """When the session's audio pause ends (epoch seconds), or None if it is not paused."""
+        return self._lifecycle.audio_paused_until(key)
+
     def active_alarms(self, key: str | None = None) -> list[ActiveAlarm]:
         return self._lifecycle.active(key)
 

@@ -268,3 +268,27 @@ def test_the_baseline_survives_a_restart(
         assert restored.baseline(str(session_id), Vital.NIBP_SYS) == 130
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_audio_pause_tells_every_screen_when_it_ends(
+    live_server: LiveServer, clinic: Clinic
+) -> None:
+    session_id = session_of(live_server, clinic, 3)
+    with connect(
+        f"{live_server.ws_url}/ws/sites/{clinic.site_id}", additional_headers=clinic.auth()
+    ) as ws:
+        snapshot(ws)
+        post(live_server, clinic, clinic.device(3), spo2_trace([84] * 3))
+        alarm_message(ws, "spo2_desat", "raised")
+        asked = datetime.now(UTC)
+        response = httpx.post(
+            f"{live_server.http_url}/api/v1/sessions/{session_id}/audio-pause",
+            json={"seconds": 45},
+            headers=clinic.auth(),
+        )
+        assert response.status_code == 200, response.text
+        paused = alarm_message(ws, "spo2_desat", "audio_paused")
+    until = datetime.fromisoformat(paused["audio_paused_until"])
+    assert timedelta(seconds=44) < until - asked < timedelta(seconds=46)
+    assert paused["actor"] == "nurse"

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.adapters.events import AdapterEvent, ConnectionState, LinkEvent
@@ -214,5 +215,12 @@ class AlarmService:
         for transition, alarm in stored:
             where = self._where.get(transition.session_key)
             if where is not None:
-                self._live.publish_alarm(where[1], transition.event.value, transition.actor, alarm)
+                # A pause says when it ends, so every screen counts down to the same moment.
+                until = None
+                if transition.event.value == "audio_paused":
+                    ends = self.engine.audio_paused_until(transition.session_key)
+                    until = None if ends is None else datetime.fromtimestamp(ends, UTC)
+                self._live.publish_alarm(
+                    where[1], transition.event.value, transition.actor, alarm, until
+                )
         return [alarm for _, alarm in stored]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from app.alarms.schemas import AlarmOut
@@ -12,7 +13,7 @@ from app.live.hub import Hub, Subscription
 from app.live.repository import load_site_view
 from app.live.views import LatestValue, SiteView
 from app.storage.db import Database
-from app.timeutil import utcnow
+from app.timeutil import iso, utcnow
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -56,7 +57,14 @@ class LiveService:
     def heartbeat_text(self, site_id: int) -> str:
         return encode(messages.heartbeat(site_id, self.hub.seq(site_id), utcnow()))
 
-    def publish_alarm(self, site_id: int, event: str, actor: str | None, alarm: AlarmOut) -> None:
+    def publish_alarm(
+        self,
+        site_id: int,
+        event: str,
+        actor: str | None,
+        alarm: AlarmOut,
+        audio_paused_until: datetime | None = None,
+    ) -> None:
         """Keep the site's live alarms current and send the transition to every screen."""
         body = alarm.model_dump(mode="json")
         site = self._sites.get(site_id)
@@ -66,7 +74,10 @@ class LiveService:
                 chair.alarms.pop(alarm.alarm_id, None)
             else:
                 chair.alarms[alarm.alarm_id] = body
-        self.hub.publish(site_id, messages.alarm(site_id, event, actor, body, utcnow()))
+        message = messages.alarm(site_id, event, actor, body, utcnow())
+        if audio_paused_until is not None:
+            message["audio_paused_until"] = iso(audio_paused_until)
+        self.hub.publish(site_id, message)
 
     async def publish_batch(self, batch: StoredBatch) -> None:
         if batch.site_id is None or batch.chair_id is None:

@@ -214,7 +214,10 @@
     if (msg.alarm.state !== "cleared") alarms.push(msg.alarm);
     chair.alarms = alarms;
     if (msg.event === "audio_paused") {
-      link.pausedUntil[msg.session_id] = Date.parse(msg.server_time) + link.station.audio_pause_s * 1000;
+      // The server says when the pause ends; older servers did not, hence the default.
+      link.pausedUntil[msg.session_id] = msg.audio_paused_until
+        ? Date.parse(msg.audio_paused_until)
+        : Date.parse(msg.server_time) + link.station.audio_pause_s * 1000;
     } else if (msg.event === "audio_resumed") {
       delete link.pausedUntil[msg.session_id];
     }
