@@ -35,6 +35,15 @@ def test_concurrent_batches_each_get_their_own_answer(
                 for n in range(60)
             ]
             requests.insert(30, client.post("/api/v1/observations", json=body("ghost", 70)))
+            # A forged credential in the same group is refused on its own (checked with
+            # the write, in the group's one transaction).
+            forged = {"Authorization": "Bearer vgd_forged"}
+            requests.insert(
+                45,
+                client.post(
+                    "/api/v1/observations", json=body(clinic.device(1), 99), headers=forged
+                ),
+            )
             return await asyncio.gather(*requests)
 
     responses = asyncio.run(post_all())
@@ -42,10 +51,11 @@ def test_concurrent_batches_each_get_their_own_answer(
     assert statuses.count(201) == 60
     assert statuses[30] == 404
     assert "ghost" in responses[30].json()["detail"]
+    assert statuses[45] == 401
     engine = create_engine(clinic.url)
     with engine.connect() as connection:
         stored = connection.scalar(select(func.count()).select_from(Sample))
         heart_rates = set(connection.scalars(select(Sample.value).where(Sample.vital == "hr")))
     engine.dispose()
-    assert stored == 120, "every acknowledged observation is stored, the refused one is not"
+    assert stored == 120, "every acknowledged observation is stored, the refused ones are not"
     assert heart_rates == {60.0 + n for n in range(60)}

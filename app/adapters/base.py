@@ -35,17 +35,12 @@ class AdapterError(VigilError):
 class IngestAuthoriser(Protocol):
     """Checks a device credential against the device a batch is for (raises if refused)."""
 
-    async def authorise_ingest(self, token: str | None, device_identifier: str) -> object: ...
-
     async def device_caller(self, token: str | None) -> object:
         """Who the credential belongs to; raises when it is unknown or revoked."""
         ...
 
 
 class _RefuseAll:
-    async def authorise_ingest(self, token: str | None, device_identifier: str) -> object:
-        raise NotAuthenticated("no credential check is configured: token doors are closed")
-
     async def device_caller(self, token: str | None) -> object:
         raise NotAuthenticated("no credential check is configured: token doors are closed")
 
@@ -53,7 +48,9 @@ class _RefuseAll:
 class IngestSink(Protocol):
     """Where batches go: `app.ingest.service.IngestService` in the server."""
 
-    async def ingest(self, batch: ObservationBatchIn) -> StoredBatch: ...
+    async def ingest(self, batch: ObservationBatchIn, *, credential: str | None) -> StoredBatch:
+        """Store it; `credential` is the sender's device credential (None: the door vouched)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +85,16 @@ class AdapterContext:
         Raises what HTTP ingest answers with: `NotFoundError` (404) for an unknown device,
         `InvalidRequest` (422) naming each implausible or malformed field.
         """
-        return await self.ingest.ingest(batch)
+        return await self.ingest.ingest(batch, credential=None)
 
     async def submit_with_credential(
         self, token: str | None, batch: ObservationBatchIn
     ) -> StoredBatch:
         """`submit` for token doors (websocket, MQTT): the credential is checked on every
         batch, so a revoked one stops at its next batch, whatever door it uses."""
-        await self.credentials.authorise_ingest(token, batch.device_id)
-        return await self.ingest.ingest(batch)
+        if not token:
+            raise NotAuthenticated("a device credential is required")
+        return await self.ingest.ingest(batch, credential=token)
 
 
 def validate_batch(data: object) -> ObservationBatchIn:

@@ -281,21 +281,6 @@ def find_device_caller(session: Session, hashed: str) -> DeviceCaller | None:
     return DeviceCaller(credential.id, credential.label, credential.device_id, credential.site_id)
 
 
-def may_send_for(session: Session, caller: DeviceCaller, identifier: str) -> bool | None:
-    """Whether `caller` may send for the device `identifier`; None if no such device."""
-    row = session.execute(
-        select(Device.id, Chair.site_id)
-        .outerjoin(Chair, Chair.id == Device.chair_id)
-        .where(Device.identifier == identifier)
-    ).first()
-    if row is None:
-        return None
-    device_id, site_id = row
-    if caller.device_id is not None:
-        return bool(caller.device_id == device_id)
-    return site_id is not None and caller.site_id == site_id
-
-
 # --- which site a resource belongs to -----------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from app.auth.tokens import (
     new_token,
     token_hash,
 )
-from app.errors import FieldProblem, Forbidden, InvalidRequest, NotAuthenticated, TooManyRequests
+from app.errors import FieldProblem, InvalidRequest, NotAuthenticated, TooManyRequests
 from app.settings import Settings
 from app.storage.db import Database
 from app.storage.models import DeviceCredential, Role, TokenKind, User
@@ -359,31 +359,9 @@ class AuthService:
             raise NotAuthenticated("the device credential is unknown or revoked")
         return caller
 
-    async def authorise_ingest(self, token: str | None, device_identifier: str) -> DeviceCaller:
-        """The credential's holder, if it may send for this device. One database round trip:
-        the credential is read on every batch, so a revocation stops the next batch."""
-        if not token or not token.startswith(DEVICE_TOKEN_PREFIX):
-            raise NotAuthenticated("a device credential is required (Authorization: Bearer vgd_…)")
-        caller, allowed = await self._db.run(_authorise, token_hash(token), device_identifier)
-        if caller is None:
-            raise NotAuthenticated("the device credential is unknown or revoked")
-        if allowed is False:
-            raise Forbidden(f"this credential may not send for device {device_identifier!r}")
-        return caller
-
 
 def _rehash_if_needed(password_hash: str, password: str) -> str | None:
     return hash_password(password) if needs_rehash(password_hash) else None
-
-
-def _authorise(
-    session: Session, hashed: str, identifier: str
-) -> tuple[DeviceCaller | None, bool | None]:
-    caller = repository.find_device_caller(session, hashed)
-    if caller is None:
-        return None, None
-    # An unknown device (None) passes here so that ingest answers 404 naming it.
-    return caller, repository.may_send_for(session, caller, identifier)
 
 
 def _apply_change(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
-from app.auth.deps import Auth, DeviceToken
+from app.auth.deps import DeviceToken
 from app.deps import get_ingest_service
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.ingest.service import IngestService
@@ -28,10 +28,8 @@ router = APIRouter(prefix="/api/v1", tags=["ingest"])
 async def post_observations(
     batch: ObservationBatchIn,
     token: DeviceToken,
-    auth: Auth,
     ingest: Annotated[IngestService, Depends(get_ingest_service)],
 ) -> IngestAccepted:
     """Store a device's batch of observations, whole or not at all, then publish it live.
     Needs the device's own credential, or its site's gateway credential."""
-    await auth.authorise_ingest(token, batch.device_id)
-    return IngestAccepted.of(await ingest.ingest(batch))
+    return IngestAccepted.of(await ingest.ingest(batch, credential=token))

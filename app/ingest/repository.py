@@ -1,4 +1,5 @@
-"""Database work for ingest: find the device's chair and session, store the batch."""
+"""Database work for ingest: check the sender's credential, find the device's chair and
+session, store the batch — for a whole group of batches in one transaction."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from datetime import datetime
 from sqlalchemy import and_, insert, select
 from sqlalchemy.orm import Session
 
-from app.errors import NotFoundError, VigilError
+from app.errors import Forbidden, NotAuthenticated, NotFoundError, VigilError
 from app.ingest.validation import Observation
-from app.storage.models import Base, Chair, Device, InfusionSession
+from app.storage.models import Base, Chair, Device, DeviceCredential, InfusionSession
 from monitor.vitals import SampleQuality
 
 SAMPLES = Base.metadata.tables["samples"]
@@ -35,6 +36,9 @@ class PendingBatch:
     device_identifier: str
     observations: list[Observation]
     received_time: datetime
+    # The hash of the sender's device credential, checked with the batch, so a revocation
+    # stops the next batch; None only for a door that vouches otherwise (MLLP, by address).
+    credential_hash: str | None
 
 
 def store_batches(session: Session, pending: list[PendingBatch]) -> list[StoredBatch | VigilError]:
@@ -60,10 +64,15 @@ def store_batches(session: Session, pending: list[PendingBatch]) -> list[StoredB
         devices[identifier] = (found_device, found_chair, found_site)
         if found_chair is not None and found_session is not None:
             open_sessions[found_chair] = found_session  # the latest open one wins
+    credentials = _live_credentials(session, pending)
     results: list[StoredBatch | VigilError] = []
     rows: list[dict[str, object]] = []
     for batch in pending:
         device = devices.get(batch.device_identifier)
+        refusal = _refusal(batch, credentials, device)
+        if refusal is not None:
+            results.append(refusal)
+            continue
         if device is None:
             results.append(
                 NotFoundError(
@@ -105,3 +114,42 @@ def store_batches(session: Session, pending: list[PendingBatch]) -> list[StoredB
         session.connection().execute(insert(SAMPLES), rows)
     session.commit()
     return results
+
+
+def _live_credentials(
+    session: Session, pending: list[PendingBatch]
+) -> dict[str, tuple[int | None, int | None]]:
+    """Unrevoked credentials among the group's: hash → (device id, site id) it covers."""
+    hashes = {batch.credential_hash for batch in pending if batch.credential_hash is not None}
+    if not hashes:
+        return {}
+    query = select(
+        DeviceCredential.token_hash, DeviceCredential.device_id, DeviceCredential.site_id
+    ).where(DeviceCredential.token_hash.in_(hashes), DeviceCredential.revoked_at.is_(None))
+    return {hashed: (device_id, site_id) for hashed, device_id, site_id in session.execute(query)}
+
+
+def _refusal(
+    batch: PendingBatch,
+    credentials: dict[str, tuple[int | None, int | None]],
+    device: tuple[int, int | None, int | None] | None,
+) -> VigilError | None:
+    """Why the sender may not store this batch, if it may not. An unknown device is left to
+    the caller (a 404 naming it) once the credential itself is good."""
+    if batch.credential_hash is None:
+        return None
+    covered = credentials.get(batch.credential_hash)
+    if covered is None:
+        return NotAuthenticated("the device credential is unknown or revoked")
+    if device is None:
+        return None
+    bound_device, gateway_site = covered
+    device_id, _chair_id, site_id = device
+    allowed = (
+        bound_device == device_id
+        if bound_device is not None
+        else site_id is not None and gateway_site == site_id
+    )
+    if allowed:
+        return None
+    return Forbidden(f"this credential may not send for device {batch.device_identifier!r}")
