@@ -19,7 +19,8 @@
       var body = null;
       try { body = text ? JSON.parse(text) : null; } catch (e) { body = text; }
       if (response.status === 401) {
-        window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+        var here = window.location.pathname + window.location.search + window.location.hash;
+        window.location.assign("/login?next=" + encodeURIComponent(here));
       }
       if (!response.ok) {
         var detail = body && body.detail ? body.detail : response.statusText;
