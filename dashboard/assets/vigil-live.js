@@ -271,8 +271,14 @@
 
   function redrawSparks(all) {
     var now = serverNow();
+    var from = now - SPARK_WINDOW_S * 1000;
     Object.keys(link.spark).forEach(function (chairId) {
       var lines = link.spark[chairId];
+      // Trim every line, drawn or not (a chair shows HR or PR): none may grow for ever.
+      ["hr", "pr", "spo2"].forEach(function (vital) {
+        var line = lines[vital];
+        while (line && line.length && line[0][0] < from) line.shift();
+      });
       if (!lines.dirty && !all) return;
       lines.dirty = false;
       var tile = tileFor(chairId);
