@@ -199,7 +199,7 @@ def capture(
     page.screenshot(path=str(out / "grid.png"))
     # Between flashes the tile looks calm; catch it in its red half-second.
     page.wait_for_function(
-        "getComputedStyle(document.getElementById('chair-4')).backgroundColor === 'rgb(90, 20, 20)'"
+        "getComputedStyle(document.getElementById('chair-4'), '::before').opacity === '1'"
     )
     page.locator("#chair-4").screenshot(path=str(out / "alarming-tile.png"))
     page.locator("#chair-4 .chair-name").click()

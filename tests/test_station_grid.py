@@ -93,12 +93,19 @@ def test_acknowledging_on_one_screen_stops_the_flashing_on_another(
         for screen in (here, there):
             expect(screen).to_have_class("tile alarm-high", timeout=5000)
             expect(screen.locator(".alarm-line").first).to_contain_text("SpO2 84")
-        # Flashing at ~2 Hz is a CSS animation on the unacknowledged tile.
-        assert there.evaluate("t => getComputedStyle(t).animationName") == "flash-high"
+        # Flashing at ~2 Hz is a CSS animation of the unacknowledged tile's overlay.
+        flash = "t => getComputedStyle(t, '::before').animationName"
+        assert there.evaluate(flash) == "flash-high"
+        # …and it does show: within a second the overlay is fully on.
+        there.page.wait_for_function(
+            "() => getComputedStyle(document.querySelectorAll('.tile')[1], '::before')"
+            ".opacity === '1'",
+            timeout=1000,
+        )
 
         here.locator(".ack-button").click()
         expect(there).to_have_class("tile alarm-high alarm-acknowledged", timeout=1000)
-        assert there.evaluate("t => getComputedStyle(t).animationName") == "none"
+        assert there.evaluate(flash) == "none"
         expect(there.locator(".alarm-line").first).to_contain_text("ack nurse")
         expect(there.locator(".ack-button")).to_be_hidden()
         # Who did it is kept by the server: the signed-in person at the screen clicked on.
