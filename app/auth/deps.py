@@ -9,10 +9,11 @@ resource in the path. The route then acts as `who`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, WebSocket
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from app.auth import repository
@@ -167,6 +168,19 @@ def _db(request: Request) -> Database:
     return db
 
 
+async def _at_site_of(
+    request: Request,
+    principal: Principal,
+    role: Role,
+    site_of: Callable[[Session, Any], int],
+    resource_id: object,
+) -> Principal:
+    """The role check, then the site check for the site `site_of` finds the resource at."""
+    principal = await require(role)(request, principal)
+    await check_site(request, principal, await _db(request).run(site_of, resource_id))
+    return principal
+
+
 def on_site(role: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(site_id: SiteId, request: Request, principal: SignedIn) -> Principal:
         principal = await require(role)(request, principal)
@@ -176,32 +190,24 @@ def on_site(role: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+# One factory per path parameter: FastAPI reads the parameter's name from the signature.
 def on_session(role: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(session_id: SessionId, request: Request, principal: SignedIn) -> Principal:
-        principal = await require(role)(request, principal)
-        site_id = await _db(request).run(repository.site_of_session, session_id)
-        await check_site(request, principal, site_id)
-        return principal
+        return await _at_site_of(request, principal, role, repository.site_of_session, session_id)
 
     return dependency
 
 
 def on_chair(role: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(chair_id: ChairId, request: Request, principal: SignedIn) -> Principal:
-        principal = await require(role)(request, principal)
-        site_id = await _db(request).run(repository.site_of_chair, chair_id)
-        await check_site(request, principal, site_id)
-        return principal
+        return await _at_site_of(request, principal, role, repository.site_of_chair, chair_id)
 
     return dependency
 
 
 def on_alarm(role: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(alarm_id: AlarmId, request: Request, principal: SignedIn) -> Principal:
-        principal = await require(role)(request, principal)
-        site_id = await _db(request).run(repository.site_of_alarm, alarm_id)
-        await check_site(request, principal, site_id)
-        return principal
+        return await _at_site_of(request, principal, role, repository.site_of_alarm, alarm_id)
 
     return dependency
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
-from sqlalchemy import ColumnElement, Float, and_, case, cast, extract, func, select
+from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFoundError
@@ -127,24 +127,7 @@ def list_sessions(session: Session, query: SessionListQuery) -> SessionPage:
     elif query.high_alarm is False:
         conditions.append(func.coalesce(counts.c.high, 0) == 0)
     base = (
-        select(
-            InfusionSession.id,
-            Chair.site_id,
-            Site.name,
-            Chair.id,
-            Chair.name,
-            Patient.id,
-            Patient.pseudonym,
-            Patient.initials,
-            InfusionSession.phase,
-            InfusionSession.started_at,
-            InfusionSession.ended_at,
-            func.coalesce(counts.c.alarms, 0),
-            func.coalesce(counts.c.high, 0),
-        )
-        .join(Chair, InfusionSession.chair_id == Chair.id)
-        .join(Site, Chair.site_id == Site.id)
-        .join(Patient, InfusionSession.patient_id == Patient.id)
+        _with_head(func.coalesce(counts.c.alarms, 0), func.coalesce(counts.c.high, 0))
         .outerjoin(counts, counts.c.session_id == InfusionSession.id)
         .where(and_(True, *conditions))
     )
@@ -189,8 +172,10 @@ def list_sessions(session: Session, query: SessionListQuery) -> SessionPage:
     return SessionPage(items, int(total), query.page, query.page_size)
 
 
-def session_head(session: Session, session_id: int) -> SessionHead:
-    row = session.execute(
+def _with_head(*extra: Any) -> Select[Unpack[tuple[Any, ...]]]:
+    """A session with its site, chair and patient (the columns of `SessionHead`), plus
+    `extra` columns: what the session list and a single session both start from."""
+    return (
         select(
             InfusionSession.id,
             Chair.site_id,
@@ -203,12 +188,16 @@ def session_head(session: Session, session_id: int) -> SessionHead:
             InfusionSession.phase,
             InfusionSession.started_at,
             InfusionSession.ended_at,
+            *extra,
         )
         .join(Chair, InfusionSession.chair_id == Chair.id)
         .join(Site, Chair.site_id == Site.id)
         .join(Patient, InfusionSession.patient_id == Patient.id)
-        .where(InfusionSession.id == session_id)
-    ).one_or_none()
+    )
+
+
+def session_head(session: Session, session_id: int) -> SessionHead:
+    row = session.execute(_with_head().where(InfusionSession.id == session_id)).one_or_none()
     if row is None:
         raise NotFoundError(f"unknown session {session_id}")
     sid, site, site_name, chair, chair_name, pid, pseud, initials, phase, started, ended = row
