@@ -548,8 +548,18 @@ def test_acts_are_audited_and_the_trail_is_append_only(client: TestClient, world
     )
     assert denied.status_code == 403
 
+    issued = client.post(
+        "/api/v1/device-credentials",
+        json={"label": "spare", "device_id": clinic.device(2)},
+        headers=clinic.auth("admin"),
+    ).json()
+    client.delete(f"/api/v1/device-credentials/{issued['id']}", headers=clinic.auth("admin"))
+    client.delete(f"/api/v1/devices/{clinic.device(3)}/binding", headers=clinic.auth("admin"))
     trail = client.get("/api/v1/audit", headers=clinic.auth("admin")).json()
     acts = {(e["action"], e["actor"], e["outcome"]) for e in trail}
+    assert ("device_credential_created", "admin", "ok") in acts
+    assert ("device_credential_revoked", "admin", "ok") in acts
+    assert ("device_unbound", "admin", "ok") in acts
     assert ("alarm_acknowledged", "nurse", "ok") in acts
     assert ("audio_paused", "nurse", "ok") in acts
     assert ("session_exported", "clinician", "ok") in acts
