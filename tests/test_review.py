@@ -17,7 +17,7 @@ import pytest
 from pypdf import PdfReader
 
 from app.storage.db import Database
-from app.storage.models import Role
+from app.storage.models import LimitOverrideRecord, Role
 from simulators.replay import read_recording
 from tests.conftest import Clinic, LiveServer, add_person
 from tests.test_cli import run
@@ -267,6 +267,39 @@ def test_summary_figures_match_the_hand_computed_values(
     lower = (known.acked_from - raised_latest).total_seconds()
     upper = (known.acked_to - raised_earliest).total_seconds()
     assert lower - 0.01 <= summary["median_ack_s"] <= upper + 0.01
+
+
+def test_time_beyond_a_limit_follows_the_sessions_overrides(
+    live_server: LiveServer, known: KnownSession
+) -> None:
+    """A physician raised SBP ≥ 160 to 170 for this patient at minute 8, before the 164 at
+    490 s: the review counts that reading against 170, as the alarm engine did."""
+    db = Database(known.clinic.url)
+    try:
+        with db.session() as session:
+            session.add(
+                LimitOverrideRecord(
+                    session_id=known.session_id,
+                    rule_id="sbp_high_medium",
+                    old_value=160,
+                    new_value=170,
+                    changed_by="dr.ortiz",
+                    reason="known hypertension",
+                    at=known.start + timedelta(seconds=480),
+                    reverted=False,
+                    protocol_version="test",
+                )
+            )
+            session.commit()
+    finally:
+        db.close()
+    summary = api(
+        live_server, "GET", f"/api/v1/review/sessions/{known.session_id}", auth=known.clinician
+    ).json()
+    minutes = {b["condition"]: b["minutes"] for b in summary["beyond_limits"]}
+    assert minutes["SBP ≥ 160, 170 from minute 8"] == 0
+    assert "SBP ≥ 160" not in minutes
+    assert minutes["SBP ≥ 153"] == pytest.approx(1.0)  # the baseline-relative rule is as it was
 
 
 def test_review_is_for_clinicians_and_viewing_a_session_is_audited(
@@ -544,6 +577,36 @@ def test_the_reports_show_the_figures(
         ("clinician", str(known.session_id), "report html"),
         ("clinician", str(known.session_id), "report pdf"),
     ]
+
+
+def test_a_session_without_readings_still_has_a_report(
+    live_server: LiveServer, clinic: Clinic
+) -> None:
+    """A patient just checked in, before any monitor reading: the report is one page with
+    empty plots on a readable axis (pyproject turns matplotlib's complaints about an empty
+    or zero-width plot into errors)."""
+    nurse = clinic.auth("nurse")
+    site = api(live_server, "GET", f"/api/v1/sites/{clinic.site_id}", auth=nurse).json()
+    chair = site["chairs"][1]
+    ended = api(
+        live_server, "POST", f"/api/v1/sessions/{chair['session']['id']}/events",
+        json={"kind": "discharge"}, auth=nurse,
+    )  # fmt: skip
+    assert ended.status_code == 201, ended.text
+    checked_in = api(
+        live_server, "POST", f"/api/v1/chairs/{chair['id']}/sessions",
+        json={"patient": {"pseudonym": "P-EMPTY", "initials": "E.M."}}, auth=nurse,
+    )  # fmt: skip
+    assert checked_in.status_code == 201, checked_in.text
+    session_id = checked_in.json()["id"]
+    clinician = clinic.auth("clinician")
+    document = api(
+        live_server, "GET", f"/api/v1/review/sessions/{session_id}/report.pdf", auth=clinician
+    )
+    assert document.status_code == 200, document.text
+    reader = PdfReader(io.BytesIO(document.content))
+    assert len(reader.pages) == 1
+    assert "P-EMPTY" in reader.pages[0].extract_text()
 
 
 def test_the_csv_export_replays_to_the_same_values(

@@ -101,6 +101,36 @@ def test_session_figures_match_the_hand_computed_values() -> None:
     assert figures.median_ack_s == 30  # median of 30, 90 and 10 s
 
 
+def test_time_beyond_a_limit_counts_against_the_limit_in_force_then() -> None:
+    # SBP ≥ 160, raised to 170 for this session at t=600 and back to 160 at t=850.
+    overridden = LimitSpec(
+        "sbp_high_medium", "nibp_sys", ">=", 160, "medium", changes=((600, 170), (850, 160))
+    )
+    figures = session_figures(
+        known_series(),
+        session_end=SESSION_END,
+        baseline_window=BASELINE_WINDOW,
+        stored_baselines={},
+        limits=[overridden],
+        alarms=[],
+    )
+    (beyond,) = figures.beyond_limits
+    # 165 at t=500 is read under 160 and stands 300 s; 182 at t=800 is read under 170 and
+    # stands 100 s; 150 at t=900 is under 160 again. The override does not hide the 182.
+    assert beyond.minutes == pytest.approx(400 / 60)
+    assert beyond.changes == ((600, 170), (850, 160))
+    raised_early = LimitSpec("sbp_high_medium", "nibp_sys", ">=", 160, "medium", ((400, 170),))
+    figures = session_figures(
+        known_series(),
+        session_end=SESSION_END,
+        baseline_window=BASELINE_WINDOW,
+        stored_baselines={},
+        limits=[raised_early],
+        alarms=[],
+    )
+    assert figures.beyond_limits[0].minutes == pytest.approx(100 / 60)  # only the 182 counts
+
+
 def test_the_last_sample_holds_no_further_than_the_session_end() -> None:
     series = {"spo2": VitalSeries.of("spo2", [0, 1], [88, 88], [True, True])}
     figures = session_figures(

@@ -163,6 +163,20 @@ async def record_act(
     )
 
 
+async def record_session_export(
+    request: Request, who: Principal, session_id: int, export_format: str
+) -> None:
+    """Audit that `who` took a session's record out of Vigil, and in what form."""
+    await record_act(
+        request,
+        who,
+        "session_exported",
+        target_type="session",
+        target_id=session_id,
+        detail={"format": export_format},
+    )
+
+
 def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from app.auth.deps import ClinicianOnSession, record_act
+from app.auth.deps import ClinicianOnSession, record_session_export
 from app.exports.csv import session_csv
 from app.exports.fhir import session_bundle
 from app.exports.hl7v2 import session_oru
@@ -26,14 +26,7 @@ async def _record(
 ) -> SessionRecord:
     db: Database = request.app.state.db
     record = await db.run(load_session, session_id)
-    await record_act(
-        request,
-        who,
-        "session_exported",
-        target_type="session",
-        target_id=session_id,
-        detail={"format": export_format},
-    )
+    await record_session_export(request, who, session_id, export_format)
     return record
 
 

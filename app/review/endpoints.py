@@ -13,7 +13,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 
 from app.auth import repository as auth_repository
-from app.auth.deps import Clinician, ClinicianAtSite, ClinicianOnSession, check_site, record_act
+from app.auth.deps import (
+    Clinician,
+    ClinicianAtSite,
+    ClinicianOnSession,
+    check_site,
+    record_act,
+    record_session_export,
+)
 from app.auth.principal import Principal
 from app.deps import get_db
 from app.errors import FieldProblem, Forbidden, InvalidRequest
@@ -68,17 +75,6 @@ async def _viewed(request: Request, who: Principal, session_id: int, what: str) 
         target_type="session",
         target_id=session_id,
         detail={"view": what},
-    )
-
-
-async def _exported(request: Request, who: Principal, session_id: int, what: str) -> None:
-    await record_act(
-        request,
-        who,
-        "session_exported",
-        target_type="session",
-        target_id=session_id,
-        detail={"format": what},
     )
 
 
@@ -249,7 +245,7 @@ async def alarm_log_export(
 ) -> Response:
     """The alarm log as CSV (columns in docs/API.md)."""
     entries = sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
-    await _exported(request, who, session_id, "alarm log csv")
+    await record_session_export(request, who, session_id, "alarm log csv")
     return Response(
         alarm_log_csv(entries),
         media_type="text/csv; charset=utf-8",
@@ -263,7 +259,7 @@ async def report_page(
 ) -> HTMLResponse:
     """The printable one-page report as HTML (print it from the browser)."""
     report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
-    await _exported(request, who, session_id, "report html")
+    await record_session_export(request, who, session_id, "report html")
     return HTMLResponse(report_html(report, utcnow()))
 
 
@@ -277,7 +273,7 @@ async def report_document(
 ) -> Response:
     """The one-page report as a PDF."""
     report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
-    await _exported(request, who, session_id, "report pdf")
+    await record_session_export(request, who, session_id, "report pdf")
     return Response(
         report_pdf(report, utcnow()),
         media_type="application/pdf",

@@ -54,13 +54,25 @@ class VitalSeries:
 
 @dataclass(frozen=True)
 class LimitSpec:
-    """One alarm limit of the clinic's protocol: `value <op> limit` on one vital."""
+    """One alarm limit of the clinic's protocol: `value <op> limit` on one vital.
+
+    `changes` are this session's overrides of it: (epoch seconds, the limit in force from
+    then on), oldest first; a return to the protocol's limit is a change like any other.
+    """
 
     rule_id: str
     vital: str
     op: str  # "<", "<=", ">", ">="
     limit: float
     priority: str
+    changes: tuple[tuple[float, float], ...] = ()
+
+    def in_force(self, times: FloatArray) -> FloatArray:
+        """The limit in force at each of `times`."""
+        limits = np.full(times.shape, self.limit, dtype=np.float64)
+        for since, limit in self.changes:
+            limits[times >= since] = limit
+        return limits
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class LimitTime:
     limit: float
     priority: str
     minutes: float
+    changes: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,7 +149,7 @@ def hold_durations(times: FloatArray, max_hold_s: float, end: float) -> FloatArr
     return np.minimum(following - times, max_hold_s)
 
 
-def _holds(op: str, values: FloatArray, limit: float) -> BoolArray:
+def _holds(op: str, values: FloatArray, limit: float | FloatArray) -> BoolArray:
     if op == ">":
         return values > limit
     if op == ">=":
@@ -219,10 +232,16 @@ def session_figures(
         if one is not None:
             times, values = _usable(one)
             held = hold_durations(times, _hold_for(limit.vital), session_end)
-            seconds = float(held[_holds(limit.op, values, limit.limit)].sum())
+            seconds = float(held[_holds(limit.op, values, limit.in_force(times))].sum())
         beyond.append(
             LimitTime(
-                limit.rule_id, limit.vital, limit.op, limit.limit, limit.priority, seconds / 60.0
+                limit.rule_id,
+                limit.vital,
+                limit.op,
+                limit.limit,
+                limit.priority,
+                seconds / 60.0,
+                limit.changes,
             )
         )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import matplotlib
@@ -67,7 +67,8 @@ def trace_png(trace: SessionTrace, width_in: float = 10.0, height_in: float = 4.
                 label=vital.upper(),
             )
     heart.set_ylabel("/min", fontsize=7)
-    heart.legend(fontsize=6, loc="upper right")
+    if heart.get_legend_handles_labels()[0]:  # a session may have no such readings
+        heart.legend(fontsize=6, loc="upper right")
     if "spo2" in by_vital:
         oxygen.plot(by_vital["spo2"].times, by_vital["spo2"].values, lw=0.8, color="#1f77b4")
     oxygen.axhline(90, color="#d62728", lw=0.5, ls="--")
@@ -83,7 +84,8 @@ def trace_png(trace: SessionTrace, width_in: float = 10.0, height_in: float = 4.
                 label=by_vital[vital].label,
             )
     pressure.set_ylabel("mmHg", fontsize=7)
-    pressure.legend(fontsize=6, loc="upper right")
+    if pressure.get_legend_handles_labels()[0]:  # a session may have no such readings
+        pressure.legend(fontsize=6, loc="upper right")
     for lane, alarm in enumerate(trace.alarms):
         alarms.plot(
             [alarm.start, alarm.end],
@@ -96,7 +98,8 @@ def trace_png(trace: SessionTrace, width_in: float = 10.0, height_in: float = 4.
     alarms.set_ylabel("alarms", fontsize=7)
     alarms.set_ylim(-1, max(1, len(trace.alarms)))
     alarms.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))  # type: ignore[no-untyped-call]
-    alarms.set_xlim(trace.start, trace.end)
+    # A session with no record after its check-in still gets a readable (one-minute) axis.
+    alarms.set_xlim(trace.start, max(trace.end, trace.start + timedelta(minutes=1)))
     figure.tight_layout(pad=0.4, h_pad=0.2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

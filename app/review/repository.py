@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Unpack
+from typing import Any
 
 import numpy as np
 from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, extract, func, select
@@ -18,6 +18,7 @@ from app.storage.models import (
     AnnotationKind,
     Chair,
     InfusionSession,
+    LimitOverrideRecord,
     Patient,
     ReviewAnnotation,
     Sample,
@@ -172,7 +173,7 @@ def list_sessions(session: Session, query: SessionListQuery) -> SessionPage:
     return SessionPage(items, int(total), query.page, query.page_size)
 
 
-def _with_head(*extra: Any) -> Select[Unpack[tuple[Any, ...]]]:
+def _with_head(*extra: Any) -> Select[*tuple[Any, ...]]:
     """A session with its site, chair and patient (the columns of `SessionHead`), plus
     `extra` columns: what the session list and a single session both start from."""
     return (
@@ -286,6 +287,27 @@ def session_alarms(session: Session, session_id: int) -> list[AlarmRow]:
         _alarm_row(a)
         for a in session.scalars(
             select(Alarm).where(Alarm.session_id == session_id).order_by(Alarm.raised_at, Alarm.id)
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class OverrideRow:
+    rule_id: str
+    at: datetime
+    new_value: float  # an offset from the baseline for a baseline-relative rule
+
+
+def limit_overrides(session: Session, session_id: int) -> list[OverrideRow]:
+    """The session's limit changes (reverts included), oldest first."""
+    return [
+        OverrideRow(rule_id, at, new_value)
+        for rule_id, at, new_value in session.execute(
+            select(
+                LimitOverrideRecord.rule_id, LimitOverrideRecord.at, LimitOverrideRecord.new_value
+            )
+            .where(LimitOverrideRecord.session_id == session_id)
+            .order_by(LimitOverrideRecord.at, LimitOverrideRecord.id)
         )
     ]
 

@@ -20,6 +20,7 @@ from app.review.figures import (
     AlarmFacts,
     FloatArray,
     LimitSpec,
+    LimitTime,
     SiteFigures,
     VitalSeries,
     downsample_min_max,
@@ -81,6 +82,7 @@ class _Loaded:
     alarms: list[repository.AlarmRow]
     baselines: dict[str, float]
     notes: list[AnnotationView]
+    overrides: list[repository.OverrideRow]
 
     @property
     def end(self) -> datetime:
@@ -103,6 +105,7 @@ def _load(session: Session, session_id: int, *, with_samples: bool = True) -> _L
         repository.session_alarms(session, session_id),
         repository.stored_baselines(session, session_id),
         repository.list_annotations(session, session_id),
+        repository.limit_overrides(session, session_id),
     )
 
 
@@ -171,29 +174,52 @@ def rate_steps(events: list[repository.EventRow], end: datetime) -> list[RateSte
     return steps
 
 
-def protocol_limits(protocol: Protocol, baselines: dict[str, float | None]) -> list[LimitSpec]:
-    """The protocol's physiological limits on the summary vitals, one per distinct condition.
+def protocol_limits(
+    protocol: Protocol,
+    baselines: dict[str, float | None],
+    overrides: list[repository.OverrideRow],
+) -> list[LimitSpec]:
+    """The protocol's physiological limits on the summary vitals, one per distinct condition,
+    each with the session's overrides of it: time beyond a limit is counted against the
+    limit in force at that moment, as the alarms were.
 
     Baseline-relative limits count only when the session has a baseline for that vital.
     """
     limits: list[LimitSpec] = []
-    seen: set[tuple[str, str, float]] = set()
+    seen: set[tuple[str, str, float, tuple[tuple[float, float], ...]]] = set()
     for rule in protocol.rules:
         vital = rule.vital.value
         if vital not in SUMMARY_VITALS:
             continue
-        limit = rule.limit
+        offset = 0.0
         if rule.relative_to_baseline:
             baseline = baselines.get(vital)
             if baseline is None:
                 continue
-            limit = baseline + rule.limit
-        key = (vital, rule.op.value, limit)
+            offset = baseline
+        changes = tuple(
+            (o.at.timestamp(), offset + o.new_value) for o in overrides if o.rule_id == rule.id
+        )
+        key = (vital, rule.op.value, offset + rule.limit, changes)
         if key in seen:
             continue
         seen.add(key)
-        limits.append(LimitSpec(rule.id, vital, rule.op.value, limit, rule.priority.value))
+        limits.append(
+            LimitSpec(
+                rule.id, vital, rule.op.value, offset + rule.limit, rule.priority.value, changes
+            )
+        )
     return limits
+
+
+def _condition(limit: LimitTime, started_at: datetime) -> str:
+    """The condition as a clinician reads it: "SBP ≥ 160, 170 from minute 12" when this
+    session overrode the limit at its twelfth minute."""
+    text = f"{LABELS[limit.vital]} {_OP_SYMBOL[limit.op]} {limit.limit:g}"
+    for since, value in limit.changes:
+        minute = max(0.0, (since - started_at.timestamp()) / 60.0)
+        text += f", {value:g} from minute {minute:.0f}"
+    return text
 
 
 def _alarm_facts(
@@ -225,7 +251,7 @@ def _summary(loaded: _Loaded, protocol: Protocol) -> SessionSummary:
         alarms=_alarm_facts(loaded.alarms, marks),
     )
     baselines = {v.vital: v.baseline for v in first.vitals}
-    limits = protocol_limits(protocol, baselines)
+    limits = protocol_limits(protocol, baselines, loaded.overrides)
     figures = session_figures(
         loaded.series,
         session_end=end.timestamp(),
@@ -267,7 +293,7 @@ def _summary(loaded: _Loaded, protocol: Protocol) -> SessionSummary:
             LimitMinutes(
                 b.rule_id,
                 b.vital,
-                f"{LABELS[b.vital]} {_OP_SYMBOL[b.op]} {b.limit:g}",
+                _condition(b, head.started_at),
                 b.priority,
                 b.minutes,
             )
