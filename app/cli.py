@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -78,7 +79,19 @@ def serve(
     if upgrade:
         _upgrade(settings)
     console.print(f"Vigil on http://{host}:{port}/ (database: {_safe_url(settings)})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
+    app = create_app(settings)
+    _freeze_startup_objects()
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+
+
+def _freeze_startup_objects() -> None:
+    """Exempt what start-up built (modules, the Dash layout, SQLAlchemy's metadata: some
+    230k objects) from the cyclic garbage collector. A full collection otherwise walks them
+    all, stalling the event loop, and with it every live feed and ingest, for about 100 ms
+    (measured on the 2-core test machine); afterwards it walks only what the server made
+    since. Objects are still freed by reference counting as before."""
+    gc.collect()
+    gc.freeze()
 
 
 @cli.command()
@@ -105,9 +118,9 @@ def demo(
         db.close()
 
     async def run() -> None:
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
-        )
+        app = create_app(settings)
+        _freeze_startup_objects()
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         server_task = asyncio.create_task(server.serve())
         while not server.started:
             if server_task.done():

@@ -10,8 +10,8 @@ A minimal FastAPI app with Vigil's two doors and nothing behind them:
 
 Each client has a bounded queue (512 messages, as Vigil's default); a client that
 falls behind loses its backlog and gets one ``resync`` message. It is served by
-uvicorn with the same settings as ``vigil serve`` (``uvicorn.run``, log level info,
-so the access log is on for both)::
+uvicorn with the same settings as ``vigil serve`` (``uvicorn.run``, log level info, no
+access log, start-up objects frozen out of the garbage collector)::
 
     python bench/bare_relay.py --host 127.0.0.1 --port 8001
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 
 import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
@@ -108,7 +109,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    gc.collect()
+    gc.freeze()  # as `vigil serve` does after start-up
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import json
 import os
@@ -948,7 +949,14 @@ def _sqlite_reader(url: str) -> Engine:
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when available (as uvicorn does): a lighter generator."""
+    """Run on uvloop when available (as uvicorn does): a lighter generator.
+
+    What the generator imported and built to seed the database is frozen first, as
+    `vigil serve` freezes its own start-up (app/cli.py): a full collection over it would
+    stall the generator's loop for about 100 ms and make its sends late.
+    """
+    gc.collect()
+    gc.freeze()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -55,12 +55,14 @@ def sample_count(clinic: Clinic) -> int:
 
 def test_batch_is_committed_before_the_answer(client: TestClient, clinic: Clinic) -> None:
     stamp = now_iso()
+    # The same instant as a clock two hours east of UTC would give it: stored as UTC.
+    east = datetime.fromisoformat(stamp).astimezone(timezone(timedelta(hours=2))).isoformat()
     response = client.post(
         URL,
         json={
             "device_id": clinic.device(1),
             "observations": [
-                {"vital": "hr", "value": 72, "unit": "/min", "device_time": stamp},
+                {"vital": "hr", "value": 72, "unit": "/min", "device_time": east},
                 {
                     "vital": "spo2",
                     "value": 97,
@@ -81,7 +83,9 @@ def test_batch_is_committed_before_the_answer(client: TestClient, clinic: Clinic
     assert rows[1].quality == SampleQuality.ARTIFACT
     assert rows[0].session_id == body["session_id"]
     assert rows[0].device_time.tzinfo is not None
-    assert rows[0].device_time == datetime.fromisoformat(stamp)
+    assert rows[0].device_time == rows[1].device_time == datetime.fromisoformat(stamp)
+    assert rows[0].device_time.utcoffset() == timedelta(0)
+    assert rows[0].received_time == datetime.fromisoformat(body["received_time"])
 
 
 def test_kpa_is_stored_as_mmhg_and_codes_as_canonical(client: TestClient, clinic: Clinic) -> None:

@@ -3,18 +3,71 @@ session, store the batch — for a whole group of batches in one transaction."""
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, insert, select
+from sqlalchemy import Dialect
 from sqlalchemy.orm import Session
 
 from app.errors import Forbidden, NotAuthenticated, NotFoundError, VigilError
 from app.ingest.validation import Observation
-from app.storage.models import Base, Chair, Device, DeviceCredential, InfusionSession
+from app.storage.types import UTCDateTime
 from monitor.vitals import SampleQuality
 
-SAMPLES = Base.metadata.tables["samples"]
+
+@dataclass(frozen=True)
+class _WriterSql:
+    """The writer's three statements as the database driver's own SQL.
+
+    This is the one hot path that runs beneath SQLAlchemy's statement layer, on the
+    session's own DBAPI connection and transaction: a device posts every second per chair,
+    and at that pace the server is idle between posts, so every post runs on cold caches.
+    Measured here with a 33 ms pause between calls (30 chairs at 1 Hz), storing a
+    3-observation batch took 1.4 ms through SQLAlchemy Core and 0.7 ms this way (0.36 and
+    0.18 ms back to back). Timestamps are still bound by `UTCDateTime`'s own processor,
+    so what is stored is exactly what the ORM would store; everything else in Vigil uses
+    the ORM. tests/test_ingest.py and test_group_commit.py run this on SQLite and PostgreSQL.
+    """
+
+    resolve_device: str
+    live_credential: str
+    insert_samples: str
+    bind_time: Callable[[datetime], Any]
+
+    @staticmethod
+    @functools.cache
+    def of(dialect: Dialect) -> _WriterSql:
+        # sqlite3 takes :name parameters as written; psycopg takes %(name)s.
+        if dialect.name != "sqlite" and dialect.paramstyle != "pyformat":
+            raise NotImplementedError(f"no ingest SQL for the {dialect.name} driver")
+
+        def driver(sql: str) -> str:
+            return sql if dialect.name == "sqlite" else re.sub(r":(\w+)", r"%(\1)s", sql)
+
+        bind = UTCDateTime().bind_processor(dialect)
+        assert bind is not None  # UTCDateTime always converts (aware → UTC)
+        return _WriterSql(
+            resolve_device=driver(
+                "SELECT d.id, d.chair_id, c.site_id, s.id FROM devices d"
+                " LEFT JOIN chairs c ON c.id = d.chair_id"
+                " LEFT JOIN sessions s ON s.chair_id = d.chair_id AND s.ended_at IS NULL"
+                " WHERE d.identifier = :identifier ORDER BY s.started_at"
+            ),
+            live_credential=driver(
+                "SELECT device_id, site_id FROM device_credentials"
+                " WHERE token_hash = :token_hash AND revoked_at IS NULL"
+            ),
+            insert_samples=driver(
+                "INSERT INTO samples (session_id, device_id, chair_id, vital, value, unit,"
+                " device_time, received_time, quality) VALUES (:session_id, :device_id,"
+                " :chair_id, :vital, :value, :unit, :device_time, :received_time, :quality)"
+            ),
+            bind_time=bind,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,88 +98,78 @@ def store_batches(session: Session, pending: list[PendingBatch]) -> list[StoredB
     """Store every batch whose device is known, in one transaction and one commit.
 
     Each batch is still all-or-nothing: an unknown device refuses only its own batch, and a
-    failed commit fails them all. One query resolves every device of the group with its
-    chair, site and open session, whatever the group's size.
+    failed commit fails them all. One indexed lookup per distinct device (its chair, site
+    and open session) and per distinct credential, then one insert for the whole group.
     """
-    identifiers = {batch.device_identifier for batch in pending}
-    devices: dict[str, tuple[int, int | None, int | None]] = {}
-    open_sessions: dict[int, int] = {}
-    for identifier, found_device, found_chair, found_site, found_session in session.execute(
-        select(Device.identifier, Device.id, Device.chair_id, Chair.site_id, InfusionSession.id)
-        .outerjoin(Chair, Device.chair_id == Chair.id)
-        .outerjoin(
-            InfusionSession,
-            and_(InfusionSession.chair_id == Device.chair_id, InfusionSession.ended_at.is_(None)),
-        )
-        .where(Device.identifier.in_(identifiers))
-        .order_by(InfusionSession.started_at)
-    ):
-        devices[identifier] = (found_device, found_chair, found_site)
-        if found_chair is not None and found_session is not None:
-            open_sessions[found_chair] = found_session  # the latest open one wins
-    credentials = _live_credentials(session, pending)
-    results: list[StoredBatch | VigilError] = []
-    rows: list[dict[str, object]] = []
-    for batch in pending:
-        device = devices.get(batch.device_identifier)
-        refusal = _refusal(batch, credentials, device)
-        if refusal is not None:
-            results.append(refusal)
-            continue
-        if device is None:
+    connection = session.connection()
+    sql = _WriterSql.of(connection.dialect)
+    cursor = connection.connection.cursor()
+    try:
+        devices: dict[str, tuple[int, int | None, int | None]] = {}
+        open_sessions: dict[int, int] = {}
+        for identifier in {batch.device_identifier for batch in pending}:
+            cursor.execute(sql.resolve_device, {"identifier": identifier})
+            for found_device, found_chair, found_site, found_session in cursor.fetchall():
+                devices[identifier] = (found_device, found_chair, found_site)
+                if found_chair is not None and found_session is not None:
+                    open_sessions[found_chair] = found_session  # the latest open one wins
+        credentials: dict[str, tuple[int | None, int | None]] = {}
+        for hashed in {b.credential_hash for b in pending if b.credential_hash is not None}:
+            cursor.execute(sql.live_credential, {"token_hash": hashed})
+            found = cursor.fetchone()
+            if found is not None:
+                credentials[hashed] = (found[0], found[1])
+        results: list[StoredBatch | VigilError] = []
+        rows: list[dict[str, object]] = []
+        for batch in pending:
+            device = devices.get(batch.device_identifier)
+            refusal = _refusal(batch, credentials, device)
+            if refusal is not None:
+                results.append(refusal)
+                continue
+            if device is None:
+                results.append(
+                    NotFoundError(
+                        f"unknown device {batch.device_identifier!r}: "
+                        "no device is registered under that id"
+                    )
+                )
+                continue
+            device_id, chair_id, site_id = device
+            session_id = open_sessions.get(chair_id) if chair_id is not None else None
+            # Samples from a device bound to no chair are kept and flagged, never dropped.
+            extra = SampleQuality.UNBOUND if chair_id is None else SampleQuality.NONE
+            received = sql.bind_time(batch.received_time)
+            rows.extend(
+                {
+                    "session_id": session_id,
+                    "device_id": device_id,
+                    "chair_id": chair_id,
+                    "vital": observation.vital.value,
+                    "value": observation.value,
+                    "unit": observation.unit,
+                    "device_time": sql.bind_time(observation.device_time),
+                    "received_time": received,
+                    "quality": int(observation.quality | extra),
+                }
+                for observation in batch.observations
+            )
             results.append(
-                NotFoundError(
-                    f"unknown device {batch.device_identifier!r}: "
-                    "no device is registered under that id"
+                StoredBatch(
+                    batch.device_identifier,
+                    site_id,
+                    chair_id,
+                    session_id,
+                    batch.received_time,
+                    batch.observations,
                 )
             )
-            continue
-        device_id, chair_id, site_id = device
-        session_id = open_sessions.get(chair_id) if chair_id is not None else None
-        # Samples from a device bound to no chair are kept and flagged, never dropped.
-        extra = SampleQuality.UNBOUND if chair_id is None else SampleQuality.NONE
-        rows.extend(
-            {
-                "session_id": session_id,
-                "device_id": device_id,
-                "chair_id": chair_id,
-                "vital": observation.vital.value,
-                "value": observation.value,
-                "unit": observation.unit,
-                "device_time": observation.device_time,
-                "received_time": batch.received_time,
-                "quality": int(observation.quality | extra),
-            }
-            for observation in batch.observations
-        )
-        results.append(
-            StoredBatch(
-                batch.device_identifier,
-                site_id,
-                chair_id,
-                session_id,
-                batch.received_time,
-                batch.observations,
-            )
-        )
-    if rows:
-        # A Core insert: half the cost of the ORM's bulk path, and nothing is read back.
-        session.connection().execute(insert(SAMPLES), rows)
+        if rows:
+            cursor.executemany(sql.insert_samples, rows)
+    finally:
+        cursor.close()
     session.commit()
     return results
-
-
-def _live_credentials(
-    session: Session, pending: list[PendingBatch]
-) -> dict[str, tuple[int | None, int | None]]:
-    """Unrevoked credentials among the group's: hash → (device id, site id) it covers."""
-    hashes = {batch.credential_hash for batch in pending if batch.credential_hash is not None}
-    if not hashes:
-        return {}
-    query = select(
-        DeviceCredential.token_hash, DeviceCredential.device_id, DeviceCredential.site_id
-    ).where(DeviceCredential.token_hash.in_(hashes), DeviceCredential.revoked_at.is_(None))
-    return {hashed: (device_id, site_id) for hashed, device_id, site_id in session.execute(query)}
 
 
 def _refusal(
