@@ -13,9 +13,10 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from app.auth import repository
 from app.auth.passwords import hash_password
 from app.auth.tokens import DEVICE_TOKEN_PREFIX, USER_TOKEN_PREFIX, new_token, token_hash
-from app.storage.models import AccessToken, DeviceCredential, Role, TokenKind, User, UserSite
+from app.storage.models import Role, TokenKind
 from app.timeutil import utcnow
 
 CREATED_BY = "bench"
@@ -24,16 +25,15 @@ CREATED_BY = "bench"
 def add_gateway_credential(session: Session, site_id: int, label: str = "bench gateway") -> str:
     """A gateway credential for every device bound to a chair at the site; the token."""
     token = new_token(DEVICE_TOKEN_PREFIX)
-    session.add(
-        DeviceCredential(
-            token_hash=token_hash(token),
-            label=label,
-            site_id=site_id,
-            created_at=utcnow(),
-            created_by=CREATED_BY,
-        )
+    repository.add_device_credential(
+        session,
+        hashed=token_hash(token),
+        label=label,
+        device_id=None,
+        site_id=site_id,
+        created_by=CREATED_BY,
+        now=utcnow(),
     )
-    session.commit()
     return token
 
 
@@ -41,31 +41,20 @@ def add_person(session: Session, username: str, role: Role, site_ids: list[int])
     """A user of `role` who may see `site_ids`, with a live API token, which is returned.
     The password is random and thrown away: the benchmarks never sign in with it."""
     now = utcnow()
-    user = User(
+    user = repository.add_user(
+        session,
         username=username,
         display_name=username.title(),
         role=role,
         password_hash=hash_password(secrets.token_urlsafe(16)),
-        active=True,
+        site_ids=site_ids,
         all_sites=False,
-        failed_sign_ins=0,
-        created_at=now,
-        sites=[UserSite(site_id=site_id) for site_id in site_ids],
+        now=now,
     )
-    session.add(user)
-    session.flush()
     token = new_token(USER_TOKEN_PREFIX)
-    session.add(
-        AccessToken(
-            user_id=user.id,
-            kind=TokenKind.API,
-            token_hash=token_hash(token),
-            label=CREATED_BY,
-            created_at=now,
-            expires_at=now + timedelta(days=1),
-        )
+    repository.add_token(
+        session, user.id, TokenKind.API, token_hash(token), CREATED_BY, now, now + timedelta(days=1)
     )
-    session.commit()
     return token
 
 

@@ -18,37 +18,30 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import secrets
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import httpx
 from playwright.sync_api import CDPSession, Page, sync_playwright
 
-from app.settings import REPO_ROOT
-from app.sites.demo import seed_demo
-from app.storage import migrate
-from app.storage.db import Database
+# scripts/ is not a package, so its kit is imported by path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from station_kit import (
+    CHROMIUM_FLAGS,
+    VIGIL,
+    chromium_executable,
+    create_nurse,
+    free_port,
+    issue_gateway_credential,
+    scratch_site,
+    sign_in,
+    wait_healthy,
+)
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WARM_UP_S = 300.0
 NURSE = "rn.bench"
 
@@ -58,11 +51,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def heap_slope_kb_per_min(rows: list[dict[str, float]]) -> float:
+    """The heap's growth over these intervals, fitted by least squares, in kB a minute."""
+    minutes = [r["t_s"] / 60 for r in rows]
+    heap_kb = [r["heap_mb"] * 1000 for r in rows]
+    return statistics.linear_regression(minutes, heap_kb).slope
 
 
 def machine() -> str:
@@ -74,59 +67,6 @@ def machine() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
-def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("vigil serve exited early")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("vigil serve did not answer /healthz within 30 s")
-
-
-def vigil_cli(vigil: str, env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    """Run a `vigil` admin command against the scratch database; its standard output."""
-    done = subprocess.run(
-        [vigil, *args], env=env, input=stdin, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"vigil {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def issue_gateway_credential(vigil: str, env: dict[str, str], site_id: int) -> str:
-    """A gateway credential for every device of the site; the token is the last line."""
-    printed = vigil_cli(
-        vigil, env, "device-credential", "issue", "--label", "bench", "--site", str(site_id)
-    )
-    return printed.strip().splitlines()[-1]
-
-
-def create_nurse(vigil: str, env: dict[str, str], site_id: int) -> str:
-    """The nurse whose browser watches the site; returns a new random password."""
-    password = secrets.token_urlsafe(18)
-    vigil_cli(
-        vigil,
-        env,
-        *("user", "create", NURSE, "--role", "nurse", "--site", str(site_id), "--password-stdin"),
-        stdin=password + "\n",
-    )
-    return password
-
-
-def sign_in(page: Page, base: str, next_path: str, password: str) -> None:
-    """Sign the browser in through the /login form, as a nurse would."""
-    page.goto(f"{base}/login?next={quote(next_path)}")
-    page.fill("#username", NURSE)
-    page.fill("#password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}{next_path}")
 
 
 def metrics(cdp: CDPSession) -> dict[str, float]:
@@ -146,42 +86,22 @@ def take_latencies(page: Page) -> list[float]:
 
 
 def run(minutes: float, chairs: int, interval_s: float) -> dict[str, Any]:
-    vigil = str(Path(sys.executable).with_name("vigil"))
-    chromium = os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
-    if not chromium:
-        raise SystemExit("Chromium is needed: apt-get install chromium")
-    with tempfile.TemporaryDirectory(prefix="vigil-bench-station-") as scratch:
-        url = f"sqlite:///{Path(scratch) / 'vigil.sqlite'}"
-        migrate.upgrade(url, REPO_ROOT / "alembic")
-        db = Database(url)
-        with db.session() as session:
-            site_id = seed_demo(session, chairs=chairs)
-        db.close()
+    chromium = chromium_executable()
+    with scratch_site(chairs, "vigil-bench-station-") as (env, site_id):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "VIGIL_DATABASE_URL": url}
-        gateway = issue_gateway_credential(vigil, env, site_id)
-        password = create_nurse(vigil, env, site_id)
-        server = subprocess.Popen([vigil, "serve", "--port", str(port), "--no-upgrade"], env=env)
+        gateway = issue_gateway_credential(env, site_id, "bench")
+        password = create_nurse(env, site_id, NURSE)
+        server = subprocess.Popen([VIGIL, "serve", "--port", str(port), "--no-upgrade"], env=env)
         simulate = None
         try:
             wait_healthy(base, server)
             simulate = subprocess.Popen(
-                [
-                    vigil,
-                    "simulate",
-                    "--chairs",
-                    str(chairs),
-                    "--url",
-                    base,
-                    "--seed",
-                    "7",
-                    "--duration",
-                    str(int(minutes * 60 + 600)),
-                ],
+                [VIGIL, "simulate", "--chairs", str(chairs), "--url", base, "--seed", "7",
+                 "--duration", str(int(minutes * 60 + 600))],
                 env={**env, "VIGIL_DEVICE_TOKEN": gateway},
                 stdout=subprocess.DEVNULL,
-            )
+            )  # fmt: skip
             return measure(base, site_id, password, chromium, minutes, chairs, interval_s)
         finally:
             for process in (simulate, server):
@@ -204,7 +124,7 @@ def measure(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
-        sign_in(page, base, f"/sites/{site_id}", password)
+        sign_in(page, base, f"/sites/{site_id}", NURSE, password)
         page.wait_for_function("document.querySelectorAll('.tile').length > 0")
         page.wait_for_function("document.getElementById('link-status').textContent === 'live'")
         cdp = page.context.new_cdp_session(page)
@@ -277,6 +197,13 @@ def main() -> None:
         f"  JS heap after GC: first {heap[0]:.2f} MB, last {heap[-1]:.2f} MB, "
         f"min {min(heap):.2f}, max {max(heap):.2f} MB"
     )
+    half = len(steady) // 2
+    if half >= 2:
+        print(
+            "  JS heap trend (least squares): "
+            f"{heap_slope_kb_per_min(steady[:half]):+.1f} kB/min in the first half, "
+            f"{heap_slope_kb_per_min(steady[half:]):+.1f} kB/min in the second"
+        )
     if latencies:
         p50, p95, p99 = (percentile(latencies, q) for q in (50, 95, 99))
         print(

@@ -18,89 +18,30 @@ alarm, flashing); and the last chair's monitor falls silent.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from playwright.sync_api import Page, sync_playwright
+from station_kit import (
+    CHROMIUM_FLAGS,
+    VIGIL,
+    chromium_executable,
+    create_nurse,
+    free_port,
+    issue_gateway_credential,
+    scratch_site,
+    sign_in,
+    wait_healthy,
+)
 
 from app.settings import REPO_ROOT
-from app.sites.demo import device_identifier, seed_demo
-from app.storage import migrate
-from app.storage.db import Database
+from app.sites.demo import device_identifier
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NURSE = ("rn.lee", "R. Lee")  # username, display name: shown in the top bar and "ack rn.lee"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_healthy(base: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("vigil serve did not answer /healthz within 30 s")
-
-
-def vigil_cli(vigil: str, env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    """Run a `vigil` admin command against the scratch database; its standard output."""
-    done = subprocess.run(
-        [vigil, *args], env=env, input=stdin, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"vigil {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def issue_gateway_credential(vigil: str, env: dict[str, str], site_id: int) -> str:
-    """A gateway credential for every device of the site; the token is the last line."""
-    printed = vigil_cli(
-        vigil, env, "device-credential", "issue", "--label", "screenshots", "--site", str(site_id)
-    )
-    return printed.strip().splitlines()[-1]
-
-
-def create_nurse(vigil: str, env: dict[str, str], site_id: int) -> str:
-    """The nurse who signs in; returns a new random password."""
-    password = secrets.token_urlsafe(18)
-    username, name = NURSE
-    vigil_cli(
-        vigil,
-        env,
-        *("user", "create", username, "--role", "nurse", "--name", name),
-        *("--site", str(site_id), "--password-stdin"),
-        stdin=password + "\n",
-    )
-    return password
 
 
 def api_token(base: str, password: str) -> dict[str, str]:
@@ -111,15 +52,6 @@ def api_token(base: str, password: str) -> dict[str, str]:
     )
     response.raise_for_status()
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-def sign_in(page: Page, base: str, next_path: str, password: str) -> None:
-    """Sign the browser in through the /login form, as a nurse would."""
-    page.goto(f"{base}/login?next={quote(next_path)}")
-    page.fill("#username", NURSE[0])
-    page.fill("#password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}{next_path}")
 
 
 def trace(vital: str, values: list[float], unit: str) -> list[dict[str, Any]]:
@@ -188,7 +120,7 @@ def stage_alarms(base: str, site_id: int, device: dict[str, str], nurse: dict[st
 def capture(
     page: Page, base: str, site_id: int, device: dict[str, str], password: str, out: Path
 ) -> None:
-    sign_in(page, base, f"/sites/{site_id}", password)
+    sign_in(page, base, f"/sites/{site_id}", NURSE[0], password)
     page.wait_for_function("document.getElementById('link-status').textContent === 'live'")
     page.wait_for_function("document.getElementById('signed-in-as').textContent !== ''")
     stage_alarms(base, site_id, device, api_token(base, password))
@@ -217,31 +149,21 @@ def main() -> None:
     parser.add_argument("--warm-up-s", type=float, default=180)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "screenshots")
     args = parser.parse_args()
-    chromium = os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
-    if not chromium:
-        raise SystemExit("Chromium is needed: apt-get install chromium")
+    chromium = chromium_executable()
     args.out.mkdir(parents=True, exist_ok=True)
-    vigil = str(Path(sys.executable).with_name("vigil"))
-    with tempfile.TemporaryDirectory(prefix="vigil-screenshots-") as scratch:
-        url = f"sqlite:///{Path(scratch) / 'vigil.sqlite'}"
-        migrate.upgrade(url, REPO_ROOT / "alembic")
-        db = Database(url)
-        with db.session() as session:
-            site_id = seed_demo(session, chairs=args.chairs)
-        db.close()
-        base = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, "VIGIL_DATABASE_URL": url}
-        gateway = issue_gateway_credential(vigil, env, site_id)
-        password = create_nurse(vigil, env, site_id)
+    with scratch_site(args.chairs, "vigil-screenshots-") as (env, site_id):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        gateway = issue_gateway_credential(env, site_id, "screenshots")
+        password = create_nurse(env, site_id, *NURSE)
         device = {"Authorization": f"Bearer {gateway}"}
-        port = base.rsplit(":", 1)[1]
-        server = subprocess.Popen([vigil, "serve", "--port", port, "--no-upgrade"], env=env)
+        server = subprocess.Popen([VIGIL, "serve", "--port", str(port), "--no-upgrade"], env=env)
         simulate = None
         try:
-            wait_healthy(base)
+            wait_healthy(base, server)
             # Every chair but the last follows `steady`; the last one's monitor sends once.
             simulate = subprocess.Popen(
-                [vigil, "simulate", "--chairs", str(args.chairs - 1), "--url", base,
+                [VIGIL, "simulate", "--chairs", str(args.chairs - 1), "--url", base,
                  "--seed", "7", "--duration", "3600"],
                 env={**env, "VIGIL_DEVICE_TOKEN": gateway},
                 stdout=subprocess.DEVNULL,

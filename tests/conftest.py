@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from app.auth import repository as auth_repository
 from app.auth.passwords import hash_password
 from app.auth.tokens import DEVICE_TOKEN_PREFIX, USER_TOKEN_PREFIX, new_token, token_hash
 from app.main import create_app
@@ -27,7 +28,7 @@ from app.settings import Settings
 from app.sites.demo import seed_demo
 from app.storage import migrate
 from app.storage.db import Database
-from app.storage.models import AccessToken, DeviceCredential, Role, TokenKind, User, UserSite
+from app.storage.models import Role, TokenKind
 from app.timeutil import utcnow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,43 +122,39 @@ def add_person(
 ) -> str:
     """A user with PASSWORD and a live API token, which is returned."""
     now = utcnow()
-    user = User(
+    user = auth_repository.add_user(
+        session,
         username=username,
         display_name=username.title(),
         role=role,
         password_hash=password_hash(),
-        active=active,
+        site_ids=site_ids,
         all_sites=False,
-        failed_sign_ins=0,
-        created_at=now,
-        sites=[UserSite(site_id=site_id) for site_id in site_ids],
+        now=now,
     )
-    session.add(user)
-    session.flush()
+    if not active:
+        user.active = False
+        session.commit()
     token = new_token(USER_TOKEN_PREFIX)
-    session.add(
-        AccessToken(
-            user_id=user.id,
-            kind=TokenKind.API,
-            token_hash=token_hash(token),
-            label="tests",
-            created_at=now,
-            expires_at=now + timedelta(days=1),
-        )
+    auth_repository.add_token(
+        session, user.id, TokenKind.API, token_hash(token), "tests", now, now + timedelta(days=1)
     )
-    session.commit()
     return token
 
 
-def _add_credential(session: Session, label: str, **binding: int) -> str:
+def _add_credential(
+    session: Session, label: str, *, device_id: int | None = None, site_id: int | None = None
+) -> str:
     token = new_token(DEVICE_TOKEN_PREFIX)
-    credential = DeviceCredential(
-        token_hash=token_hash(token), label=label, created_at=utcnow(), created_by="tests"
+    auth_repository.add_device_credential(
+        session,
+        hashed=token_hash(token),
+        label=label,
+        device_id=device_id,
+        site_id=site_id,
+        created_by="tests",
+        now=utcnow(),
     )
-    for key, value in binding.items():
-        setattr(credential, key, value)
-    session.add(credential)
-    session.commit()
     return token
 
 

@@ -20,11 +20,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
+from app.auth import repository as auth_repository
 from app.auth.tokens import USER_TOKEN_PREFIX, new_token, token_hash
 from app.main import create_app
 from app.settings import Settings
 from app.storage.models import (
-    AccessToken,
     Alarm,
     AuditEvent,
     Chair,
@@ -122,17 +122,11 @@ class World:
         with Session(create_engine(self.clinic.url)) as session:
             user = session.scalars(select(User).where(User.username == role.value)).one()
             token = new_token(USER_TOKEN_PREFIX)
-            session.add(
-                AccessToken(
-                    user_id=user.id,
-                    kind=TokenKind.API,
-                    token_hash=token_hash(token),
-                    label="matrix",
-                    created_at=utcnow(),
-                    expires_at=utcnow() + timedelta(hours=1),
-                )
-            )
-            session.commit()
+            now = utcnow()
+            auth_repository.add_token(
+                session, user.id, TokenKind.API, token_hash(token), "matrix", now,
+                now + timedelta(hours=1),
+            )  # fmt: skip
         return token
 
 
@@ -355,17 +349,10 @@ def test_expired_and_revoked_tokens_stop_working_at_once(client: TestClient, wor
     with Session(create_engine(clinic.url)) as session:
         nurse = session.scalars(select(User).where(User.username == "nurse")).one()
         expired = new_token(USER_TOKEN_PREFIX)
-        session.add(
-            AccessToken(
-                user_id=nurse.id,
-                kind=TokenKind.API,
-                token_hash=token_hash(expired),
-                label="old",
-                created_at=utcnow() - timedelta(days=2),
-                expires_at=utcnow() - timedelta(seconds=1),
-            )
-        )
-        session.commit()
+        auth_repository.add_token(
+            session, nurse.id, TokenKind.API, token_hash(expired), "old",
+            utcnow() - timedelta(days=2), utcnow() - timedelta(seconds=1),
+        )  # fmt: skip
         nurse_id = nurse.id
     refused = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {expired}"})
     assert refused.status_code == 401
