@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     VIGIL_DATA_DIR=/var/lib/vigil \
-    VIGIL_MIGRATIONS_DIR=/opt/vigil/alembic
+    VIGIL_MIGRATIONS_DIR=/opt/vigil/alembic \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /opt/vigil
 COPY pyproject.toml README.md alembic.ini ./
@@ -15,7 +16,7 @@ COPY dashboard ./dashboard
 COPY simulators ./simulators
 COPY alembic ./alembic
 RUN pip install . \
-    && useradd --system --home-dir /var/lib/vigil --create-home vigil
+    && useradd --system --uid 10001 --home-dir /var/lib/vigil --create-home vigil
 
 USER vigil
 VOLUME ["/var/lib/vigil"]

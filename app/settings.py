@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     cookie_secure: bool | None = Field(
         default=None,
         description="Mark cookies Secure. Unset: when the request came over HTTPS (behind a "
-        "TLS proxy, run `vigil serve --proxy-headers`). Set true in production.",
+        "TLS proxy on another host, set FORWARDED_ALLOW_IPS to its address so uvicorn "
+        "believes its X-Forwarded-Proto). Set true in production.",
     )
     sign_in_rate: str = Field(
         default="10/minute", description="Sign-in attempts allowed per source address."
