@@ -10,7 +10,7 @@ from pathlib import Path
 
 import hl7  # type: ignore[import-untyped]
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.adapters.base import AdapterContext
@@ -208,13 +208,17 @@ def oru_messages(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(oru_messages())
+# A control id holding "\r\r" leaves an empty segment (found by this test in CI).
+@example(raw=b"MSH|^~\\&|FUZZ_GW|FAC|||20261125||ORU^R01|a\r\rb|P|2.6\rPV1||I|\r")
 def test_structured_messages(stack: Stack, raw: bytes) -> None:
     _, acked, text = stack.handle(raw)
     fields = raw.replace(b"\n", b"\r").split(b"\r", 1)[0].split(b"|")
     if len(fields) > 9:  # (a random time may have cut MSH short: then any answer will do)
         # MSA-2 echoes MSH-10: as parsed, or as written when the header itself was refused.
         as_written = fields[9].decode()
-        as_parsed = hl7.parse(raw.decode()).segment("MSH").extract_field(1, 10, 1, 1, 1)
+        # The first segment, as Vigil reads it: `.segment("MSH")` would walk every segment,
+        # and python-hl7 fails on the empty one a control id holding "\r\r" leaves behind.
+        as_parsed = hl7.parse(raw.decode())[0].extract_field(1, 10, 1, 1, 1)
         assert acked in (as_parsed, as_written), text
 
 
