@@ -222,6 +222,8 @@
       delete link.pausedUntil[msg.session_id];
     }
     renderAlarms(chair);
+    // The tile shows the pause at once, not at the next one-second tick of the clocks.
+    refreshChairClock(chair, serverNow());
     if (window.vigilChair) window.vigilChair.onAlarm(msg);
     applyView();
     updateSound();
@@ -345,7 +347,7 @@
     return latest;
   }
 
-  function refreshChairClock(chair, now, linkUp) {
+  function refreshChairClock(chair, now) {
     var tile = tileFor(chair.chair_id);
     if (!tile) return;
     var session = chair.session;
@@ -415,7 +417,7 @@
         seconds < 60 ? Math.max(0, Math.floor(seconds)) + " s ago" : Math.floor(seconds / 60) + " min ago";
       setText(age, ageText);
     }
-    Object.keys(link.chairs).forEach(function (id) { refreshChairClock(link.chairs[id], now, linkUp); });
+    Object.keys(link.chairs).forEach(function (id) { refreshChairClock(link.chairs[id], now); });
     applyView();
     updateSound();
   }
@@ -512,7 +514,7 @@
       }
     });
     renderChair(chair);
-    refreshChairClock(chair, serverNow(), true);
+    refreshChairClock(chair, serverNow());
     if (window.vigilChair) window.vigilChair.onSamples(msg);
     // Receipt → tile: measured when the frame with the new value is painted.
     if (!pendingLatency.length) requestAnimationFrame(measureOnPaint);
