@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from app.storage.models import Sample
@@ -290,3 +290,34 @@ def test_a_device_credential_sends_for_its_own_device_only_until_revoked(
     )
     assert after.status_code == 401
     assert sample_count(clinic) == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_writer_reconnects_when_the_database_dropped_its_connection(
+    client: TestClient, clinic: Clinic
+) -> None:
+    """The writer keeps its connection open between posts; when the server ends it (a
+    restart, an administrator), the next post opens another instead of failing."""
+    assert (
+        client.post(
+            URL, json={"device_id": clinic.device(1), "observations": [obs("hr", 70, "/min")]}
+        ).status_code
+        == 201
+    )
+    admin = create_engine(clinic.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            ended = connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+    finally:
+        admin.dispose()
+    assert (ended or 0) >= 1, "the writer's connection was open"
+    response = client.post(
+        URL, json={"device_id": clinic.device(1), "observations": [obs("hr", 71, "/min")]}
+    )
+    assert response.status_code == 201, response.text
+    assert [s.value for s in stored_samples(clinic)] == [70, 71]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import select
+from sqlalchemy import Dialect, select
 
 from app.storage import migrate
 from app.storage.db import Database
@@ -65,3 +67,34 @@ def test_naive_times_are_refused(migrated_url: str) -> None:
                 session.commit()
     finally:
         db.close()
+
+
+def test_a_failed_held_call_leaves_nothing_and_the_next_one_works(migrated_url: str) -> None:
+    """`Database.run_held` commits only what returned: a call that fails half-way is rolled
+    back with its connection, and the next call gets a fresh one."""
+
+    def add_site_then_fail(connection: Any, dialect: Dialect, name: str) -> None:
+        connection.cursor().execute(insert_site(dialect), {"name": name})
+        raise RuntimeError("the writer failed after its insert")
+
+    def add_site(connection: Any, dialect: Dialect, name: str) -> None:
+        connection.cursor().execute(insert_site(dialect), {"name": name})
+
+    async def run() -> None:
+        with pytest.raises(RuntimeError):
+            await db.run_held(add_site_then_fail, "half-written")
+        await db.run_held(add_site, "whole")
+
+    db = Database(migrated_url)
+    try:
+        asyncio.run(run())
+        with db.session() as session:
+            assert list(session.scalars(select(Site.name))) == ["whole"]
+    finally:
+        db.close()
+
+
+def insert_site(dialect: Dialect) -> str:
+    """A site insert in the driver's own parameter style (sqlite3 or psycopg)."""
+    name = ":name" if dialect.name == "sqlite" else "%(name)s"
+    return f"INSERT INTO sites (name, created_at) VALUES ({name}, CURRENT_TIMESTAMP)"

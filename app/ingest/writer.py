@@ -33,7 +33,7 @@ class SampleWriter:
         while self._waiting:
             group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
             try:
-                results = await self._db.run(store_batches, [batch for batch, _ in group])
+                results = await self._db.run_held(store_batches, [batch for batch, _ in group])
             except Exception as exc:  # the whole transaction failed: every request hears it
                 for _, future in group:
                     if not future.done():
