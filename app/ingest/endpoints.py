@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Response, status
 
 from app.auth.deps import DeviceToken
 from app.deps import get_ingest_service
@@ -29,7 +29,14 @@ async def post_observations(
     batch: ObservationBatchIn,
     token: DeviceToken,
     ingest: Annotated[IngestService, Depends(get_ingest_service)],
-) -> IngestAccepted:
+) -> Response:
     """Store a device's batch of observations, whole or not at all, then publish it live.
     Needs the device's own credential, or its site's gateway credential."""
-    return IngestAccepted.of(await ingest.ingest(batch, credential=token))
+    accepted = IngestAccepted.of(await ingest.ingest(batch, credential=token))
+    # Serialised here, once: a returned model would be validated again against
+    # `response_model` (which stays, for the OpenAPI document) on every post.
+    return Response(
+        accepted.model_dump_json(),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+    )
