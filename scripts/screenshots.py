@@ -26,6 +26,9 @@ from typing import Any
 
 import httpx
 from playwright.sync_api import Page, sync_playwright
+
+from app.settings import REPO_ROOT
+from app.sites.demo import device_identifier
 from station_kit import (
     CHROMIUM_FLAGS,
     VIGIL,
@@ -37,9 +40,6 @@ from station_kit import (
     sign_in,
     wait_healthy,
 )
-
-from app.settings import REPO_ROOT
-from app.sites.demo import device_identifier
 
 NURSE = ("rn.lee", "R. Lee")  # username, display name: shown in the top bar and "ack rn.lee"
 

@@ -43,9 +43,13 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def chromium_executable() -> str:
+def find_chromium() -> str | None:
     """Debian's Chromium (or VIGIL_TEST_CHROMIUM); Playwright downloads no browser here."""
-    chromium = os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
+    return os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
+
+
+def chromium_executable() -> str:
+    chromium = find_chromium()
     if not chromium:
         raise SystemExit("Chromium is needed: apt-get install chromium")
     return chromium

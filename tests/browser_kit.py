@@ -6,8 +6,6 @@ has one place to go.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
@@ -25,23 +23,13 @@ from app.main import create_app
 from app.settings import Settings
 from app.storage.db import Database
 from app.storage.models import Device
+from station_kit import CHROMIUM_FLAGS, find_chromium
 from tests.conftest import PASSWORD, Clinic, LiveServer, add_device_credential
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def chromium_executable() -> str:
-    """Debian's Chromium (or VIGIL_TEST_CHROMIUM); a missing browser fails the run."""
-    executable = os.environ.get("VIGIL_TEST_CHROMIUM") or shutil.which("chromium")
+    """Debian's Chromium, as the scripts find it; a missing browser fails the run."""
+    executable = find_chromium()
     if not executable:
         pytest.fail("Chromium is required for the browser tests: apt-get install chromium")
     return executable
