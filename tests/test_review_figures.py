@@ -8,6 +8,7 @@ import pytest
 from app.review.figures import (
     AlarmFacts,
     LimitSpec,
+    SessionFigures,
     VitalSeries,
     chair_hours,
     downsample_min_max,
@@ -84,7 +85,7 @@ def test_session_figures_match_the_hand_computed_values() -> None:
     assert by_vital["nibp_dia"].baseline == 81.0  # the engine's stored baseline wins
     assert by_vital["nibp_mean"].peak is None  # never measured
 
-    minutes = {b.rule_id: b.minutes for b in figures.beyond_limits}
+    minutes = {b.limit.rule_id: b.minutes for b in figures.beyond_limits}
     # HR > 110: 120 at t=4 holds 1 s, 125 at t=5 holds 2 s (the flagged 118 at t=6 is skipped).
     assert minutes["hr_high_medium"] == pytest.approx(3 / 60)
     assert minutes["hr_low_medium"] == 0
@@ -101,33 +102,31 @@ def test_session_figures_match_the_hand_computed_values() -> None:
     assert figures.median_ack_s == 30  # median of 30, 90 and 10 s
 
 
+def figures_under(limit: LimitSpec) -> SessionFigures:
+    """The known series' figures against one limit, without baselines or alarms."""
+    return session_figures(
+        known_series(),
+        session_end=SESSION_END,
+        baseline_window=BASELINE_WINDOW,
+        stored_baselines={},
+        limits=[limit],
+        alarms=[],
+    )
+
+
 def test_time_beyond_a_limit_counts_against_the_limit_in_force_then() -> None:
     # SBP ≥ 160, raised to 170 for this session at t=600 and back to 160 at t=850.
     overridden = LimitSpec(
         "sbp_high_medium", "nibp_sys", ">=", 160, "medium", changes=((600, 170), (850, 160))
     )
-    figures = session_figures(
-        known_series(),
-        session_end=SESSION_END,
-        baseline_window=BASELINE_WINDOW,
-        stored_baselines={},
-        limits=[overridden],
-        alarms=[],
-    )
+    figures = figures_under(overridden)
     (beyond,) = figures.beyond_limits
     # 165 at t=500 is read under 160 and stands 300 s; 182 at t=800 is read under 170 and
     # stands 100 s; 150 at t=900 is under 160 again. The override does not hide the 182.
     assert beyond.minutes == pytest.approx(400 / 60)
-    assert beyond.changes == ((600, 170), (850, 160))
+    assert beyond.limit.changes == ((600, 170), (850, 160))
     raised_early = LimitSpec("sbp_high_medium", "nibp_sys", ">=", 160, "medium", ((400, 170),))
-    figures = session_figures(
-        known_series(),
-        session_end=SESSION_END,
-        baseline_window=BASELINE_WINDOW,
-        stored_baselines={},
-        limits=[raised_early],
-        alarms=[],
-    )
+    figures = figures_under(raised_early)
     assert figures.beyond_limits[0].minutes == pytest.approx(100 / 60)  # only the 182 counts
 
 

@@ -99,13 +99,10 @@ class VitalFigures:
 
 @dataclass(frozen=True)
 class LimitTime:
-    rule_id: str
-    vital: str
-    op: str
-    limit: float
-    priority: str
+    """How long a session's values were beyond one limit, in minutes."""
+
+    limit: LimitSpec
     minutes: float
-    changes: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,17 +230,7 @@ def session_figures(
             times, values = _usable(one)
             held = hold_durations(times, _hold_for(limit.vital), session_end)
             seconds = float(held[_holds(limit.op, values, limit.in_force(times))].sum())
-        beyond.append(
-            LimitTime(
-                limit.rule_id,
-                limit.vital,
-                limit.op,
-                limit.limit,
-                limit.priority,
-                seconds / 60.0,
-                limit.changes,
-            )
-        )
+        beyond.append(LimitTime(limit, seconds / 60.0))
 
     spo2 = next((v for v in vitals if v.vital == "spo2"), None)
     below = 0.0

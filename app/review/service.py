@@ -20,7 +20,6 @@ from app.review.figures import (
     AlarmFacts,
     FloatArray,
     LimitSpec,
-    LimitTime,
     SiteFigures,
     VitalSeries,
     downsample_min_max,
@@ -212,7 +211,7 @@ def protocol_limits(
     return limits
 
 
-def _condition(limit: LimitTime, started_at: datetime) -> str:
+def _condition(limit: LimitSpec, started_at: datetime) -> str:
     """The condition as a clinician reads it: "SBP ≥ 160, 170 from minute 12" when this
     session overrode the limit at its twelfth minute."""
     text = f"{LABELS[limit.vital]} {_OP_SYMBOL[limit.op]} {limit.limit:g}"
@@ -291,10 +290,10 @@ def _summary(loaded: _Loaded, protocol: Protocol) -> SessionSummary:
         ],
         beyond_limits=[
             LimitMinutes(
-                b.rule_id,
-                b.vital,
-                _condition(b, head.started_at),
-                b.priority,
+                b.limit.rule_id,
+                b.limit.vital,
+                _condition(b.limit, head.started_at),
+                b.limit.priority,
                 b.minutes,
             )
             for b in figures.beyond_limits
