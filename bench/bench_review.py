@@ -52,8 +52,8 @@ from app.storage.models import (
     SessionPhase,
     Site,
 )
+from contracts.review import SessionListQuery
 from dashboard.review.figure import trace_figure
-from dashboard.review.source import SessionListQuery
 from monitor.protocol import default_protocol
 from monitor.vitals import SampleQuality
 from simulators.chair import SimulatedChair

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from dash import Dash, Input, Output, dcc, html
 
-from dashboard.directory import SiteDirectory
+from contracts.directory import SiteDirectory
+from contracts.review import ReviewSource
 from dashboard.review.pages import is_review_path, register_review_callbacks, review_page
-from dashboard.review.source import ReviewSource
 from dashboard.tiles import chair_tile, data_attributes
 
 SECONDARY_DISPLAY_NOTICE = (

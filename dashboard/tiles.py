@@ -10,7 +10,7 @@ from typing import Any
 
 from dash import html
 
-from dashboard.directory import ChairEntry
+from contracts.directory import ChairEntry
 
 
 def data_attributes(**values: str) -> dict[str, Any]:

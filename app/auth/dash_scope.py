@@ -17,8 +17,8 @@ from app.auth.audit import AuditTrail
 from app.auth.web import VIEWER_HEADER
 from app.errors import NotFoundError
 from app.storage.db import Database
-from dashboard.directory import ChairEntry, SiteDirectory, SiteEntry
-from dashboard.review.source import (
+from contracts.directory import ChairEntry, SiteDirectory, SiteEntry
+from contracts.review import (
     AlarmLogEntry,
     AnnotationRequest,
     AnnotationView,

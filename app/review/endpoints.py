@@ -30,7 +30,7 @@ from app.review.report import report_html, report_pdf
 from app.review.schemas import AlarmLogSort, AnnotationIn, SortOrder
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
-from dashboard.review.source import (
+from contracts.review import (
     AlarmLogEntry,
     AnnotationRequest,
     AnnotationView,

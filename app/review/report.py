@@ -15,7 +15,7 @@ from fpdf import FPDF
 from jinja2 import Environment, select_autoescape
 from matplotlib.figure import Figure
 
-from dashboard.review.source import AlarmLogEntry, SessionReview, SessionSummary, SessionTrace
+from contracts.review import AlarmLogEntry, SessionReview, SessionSummary, SessionTrace
 
 PRIORITY_COLOURS = {"low": "#22a7c9", "medium": "#e8b400", "high": "#d62728", "crisis": "#8b0000"}
 PHASE_COLOURS = {

@@ -26,7 +26,7 @@ from app.storage.models import (
     SessionEvent,
     Site,
 )
-from dashboard.review.source import (
+from contracts.review import (
     AnnotationView,
     SessionListItem,
     SessionListQuery,

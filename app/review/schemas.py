@@ -1,5 +1,5 @@
 """Request bodies and query vocabulary of the review API; answers are the dataclasses of
-dashboard/review/source.py."""
+contracts/review.py."""
 
 from __future__ import annotations
 

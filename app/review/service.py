@@ -27,7 +27,7 @@ from app.review.figures import (
     site_figures,
 )
 from app.storage.models import AnnotationKind
-from dashboard.review.source import (
+from contracts.review import (
     AlarmLogEntry,
     AlarmSpan,
     AnnotationRequest,

@@ -1,4 +1,4 @@
-"""The review pages' view of stored sessions (see dashboard.review.source)."""
+"""The review pages' view of stored sessions: implements `contracts.review.ReviewSource`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from app.errors import InvalidRequest, NotFoundError
 from app.review import repository, service
 from app.storage.db import Database
 from app.timeutil import utcnow
-from dashboard.review.source import (
+from contracts.review import (
     AlarmLogEntry,
     AnnotationRequest,
     AnnotationView,

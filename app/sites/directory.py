@@ -1,10 +1,10 @@
-"""The nurse station's read-only view of sites and chairs (see dashboard.directory)."""
+"""The nurse station's read-only view of sites and chairs: implements `contracts.directory`."""
 
 from __future__ import annotations
 
 from app.sites import repository
 from app.storage.db import Database
-from dashboard.directory import ChairEntry, SiteEntry
+from contracts.directory import ChairEntry, SiteEntry
 
 
 class DatabaseSiteDirectory:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from dashboard.review.source import SessionTrace
+from contracts.review import SessionTrace
 
 PRIORITY_COLOURS = {"low": "#22a7c9", "medium": "#e3b341", "high": "#f85149", "crisis": "#b3001b"}
 PHASE_COLOURS = {

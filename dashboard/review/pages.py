@@ -10,8 +10,7 @@ from typing import Any, cast
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.dash_table.DataTable import DataTable
 
-from dashboard.review.figure import trace_figure
-from dashboard.review.source import (
+from contracts.review import (
     AlarmLogEntry,
     AnnotationRequest,
     ReviewNotFound,
@@ -20,6 +19,7 @@ from dashboard.review.source import (
     SessionListQuery,
     SessionSummary,
 )
+from dashboard.review.figure import trace_figure
 
 SESSION_PATH = re.compile(r"^/review/sessions/(\d+)/?$")
 PAGE_SIZE = 25

@@ -1,7 +1,9 @@
-"""What the review pages need from the server, and the shapes it comes in.
+"""Stored sessions for review: the `ReviewSource` Protocol and the shapes it answers with.
 
-The server implements `ReviewSource` (app/review/source.py) and hands it to the dashboard,
-which never touches the database itself. The same dataclasses are the review API's answers.
+The server implements `ReviewSource` (`app.review.source.DatabaseReviewSource`, scoped to
+the signed-in person by `app.auth.dash_scope`); the composition root (`vigil.server`) hands
+it to the dashboard's review pages, which never touch the database themselves. The review
+API (`app.review.endpoints`) answers with the same dataclasses.
 """
 
 from __future__ import annotations

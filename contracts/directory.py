@@ -1,6 +1,9 @@
-"""What the nurse station needs to lay out its screens; the server supplies an implementation.
+"""Sites and chairs, as the nurse station needs them to lay out its screens.
 
-Live values never come through here: they arrive over the site's websocket.
+The server implements `SiteDirectory` (`app.sites.directory.DatabaseSiteDirectory`, scoped
+to the signed-in person by `app.auth.dash_scope`); the composition root (`vigil.server`)
+hands it to the dashboard. Live values never come through here: they arrive over the
+site's websocket.
 """
 
 from __future__ import annotations
