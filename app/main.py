@@ -1,17 +1,21 @@
-"""The application factory: one process serves the API, the websockets and the nurse station."""
+"""The API's factory: HTTP API, websockets and device doors.
+
+The nurse station is not built here: `vigil.server` mounts the dashboard on top of this
+app, handing it the viewer-scoped sources from `station_sources`. Nothing in `app` imports
+the dashboard.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
-from starlette.types import ASGIApp
 
 from app import __version__
 from app.adapters.runtime import install_adapters
@@ -22,7 +26,6 @@ from app.auth.dash_scope import ViewerScopedDirectory, ViewerScopedReviewSource
 from app.auth.deps import SignedIn
 from app.auth.endpoints import router as auth_router
 from app.auth.service import AuthService
-from app.auth.web import SignedInGate
 from app.auth.web import router as sign_in_router
 from app.errors import install_error_handlers
 from app.ingest.endpoints import router as ingest_router
@@ -39,7 +42,8 @@ from app.sites.directory import DatabaseSiteDirectory
 from app.sites.endpoints import router as sites_router
 from app.storage.db import Database
 from app.trends.endpoints import router as trends_router
-from dashboard.app import create_dashboard
+from contracts.directory import SiteDirectory
+from contracts.review import ReviewSource
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -113,14 +117,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(trends_router)
     install_adapters(app, db, app.state.ingest, app.state.auth)
     app.state.adapters.events.subscribe(alarms.on_adapter_event)
-    # Mounted last: Dash answers every path the API does not.
-    dashboard = create_dashboard(
-        ViewerScopedDirectory(DatabaseSiteDirectory(db)),
+    return app
+
+
+@dataclass(frozen=True)
+class StationSources:
+    """What the nurse station reads from the server, each answer scoped to the person the
+    sign-in gate (`app.auth.web.SignedInGate`) says is looking."""
+
+    directory: SiteDirectory
+    review: ReviewSource
+
+
+def station_sources(app: FastAPI) -> StationSources:
+    """The nurse station's sources over the services `create_app` built into `app`."""
+    db: Database = app.state.db
+    alarms: AlarmService = app.state.alarms
+    auth: AuthService = app.state.auth
+    return StationSources(
+        directory=ViewerScopedDirectory(DatabaseSiteDirectory(db)),
         review=ViewerScopedReviewSource(
-            DatabaseReviewSource(db, alarms.engine.protocol), db, app.state.auth.audit
+            DatabaseReviewSource(db, alarms.engine.protocol), db, auth.audit
         ),
     )
-    # Every page, asset and callback of the nurse station needs a signed-in browser.
-    dash_asgi: ASGIApp = WSGIMiddleware(dashboard.server)  # type: ignore[assignment]
-    app.mount("/", SignedInGate(dash_asgi, lambda: app.state.auth))
-    return app

@@ -1,6 +1,6 @@
 """Adapter throughput: HL7 over MLLP (1 and 10 connections) and MQTT, beside HTTP, same run.
 
-Starts Vigil as a real uvicorn subprocess (``app.main:create_app``) on a fresh SQLite
+Starts Vigil as a real uvicorn subprocess (``vigil.server:create_server``) on a fresh SQLite
 database with 10 demo chairs (devices demo-monitor-01…10, bound, sessions open), with the
 MLLP listener and the MQTT adapter enabled (the local Mosquitto on 127.0.0.1:1883, topics
 under a prefix of this run alone). Then, from this one asyncio process, over real sockets:
@@ -131,7 +131,7 @@ def vigil(directory: Path) -> Iterator[Server]:
         sys.executable,
         "-m",
         "uvicorn",
-        "app.main:create_app",
+        "vigil.server:create_server",
         "--factory",
         "--host",
         "127.0.0.1",

@@ -33,12 +33,12 @@ import uvicorn
 from _credentials import add_gateway_credential, add_person, bearer
 from websockets.sync.client import ClientConnection, connect
 
-from app.main import create_app
 from app.settings import REPO_ROOT, Settings
 from app.sites.demo import device_identifier, seed_demo
 from app.storage import migrate
 from app.storage.db import Database
 from app.storage.models import Role
+from vigil.server import create_server
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -52,7 +52,7 @@ def start_server(url: str) -> tuple[uvicorn.Server, threading.Thread, int]:
     port: int = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(Settings(database_url=url)), log_level="warning", access_log=False
+            create_server(Settings(database_url=url)), log_level="warning", access_log=False
         )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -1,5 +1,5 @@
 """The event-loop stall of a full garbage collection in a Vigil server, with and without
-freezing what start-up built (`vigil serve` and `vigil demo` freeze it, app/cli.py).
+freezing what start-up built (`vigil serve` and `vigil demo` freeze it, vigil/cli.py).
 
 A full (generation 2) collection walks every container object the process tracks. It runs
 on the thread that triggers it, here the event loop, so every live feed and ingest waits.
@@ -35,10 +35,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["VIGIL_DATABASE_URL"] = f"sqlite:///{scratch}/vigil.sqlite"
-        from app.main import create_app
         from app.settings import Settings
+        from vigil.server import create_server
 
-        app = create_app(Settings())
+        app = create_server(Settings())
         tracked = len(gc.get_objects())
         before = [full_collection_ms() for _ in range(args.repeat)]
         gc.freeze()

@@ -425,7 +425,7 @@ def vigil_argv() -> list[str]:
     script = Path(sys.executable).with_name("vigil")
     if script.exists():
         return [str(script), "serve"]
-    return [sys.executable, "-c", "from app.cli import main; main()", "serve"]
+    return [sys.executable, "-c", "from vigil.cli import main; main()", "serve"]
 
 
 # --------------------------------------------------------------------------- load
@@ -952,7 +952,7 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when available (as uvicorn does): a lighter generator.
 
     What the generator imported and built to seed the database is frozen first, as
-    `vigil serve` freezes its own start-up (app/cli.py): a full collection over it would
+    `vigil serve` freezes its own start-up (vigil/cli.py): a full collection over it would
     stall the generator's loop for about 100 ms and make its sends late.
     """
     gc.collect()

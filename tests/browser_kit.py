@@ -19,12 +19,12 @@ import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import select
 
-from app.main import create_app
 from app.settings import Settings
 from app.storage.db import Database
 from app.storage.models import Device
 from station_kit import CHROMIUM_FLAGS, find_chromium
 from tests.conftest import PASSWORD, Clinic, LiveServer, add_device_credential
+from vigil.server import create_server
 
 
 def chromium_executable() -> str:
@@ -146,7 +146,7 @@ class RestartedServer:
         sock.bind(("127.0.0.1", port))
         self._socket = sock
         self._server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+            uvicorn.Config(create_server(settings), log_level="warning", lifespan="on")
         )
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, daemon=True

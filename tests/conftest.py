@@ -23,13 +23,13 @@ from sqlalchemy.orm import Session
 from app.auth import repository as auth_repository
 from app.auth.passwords import hash_password
 from app.auth.tokens import DEVICE_TOKEN_PREFIX, USER_TOKEN_PREFIX, new_token, token_hash
-from app.main import create_app
 from app.settings import Settings
 from app.sites.demo import seed_demo
 from app.storage import migrate
 from app.storage.db import Database
 from app.storage.models import Role, TokenKind
 from app.timeutil import utcnow
+from vigil.server import create_server
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
@@ -188,7 +188,10 @@ def settings(clinic: Clinic, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return create_app(settings)
+    """The server as `vigil serve` runs it: the API with the nurse station on top (the
+    browser tests, the station's pages and the sign-in gate need it). Tests that start a
+    server of their own with only the API use `app.main.create_app`."""
+    return create_server(settings)
 
 
 class LiveServer:

@@ -97,3 +97,16 @@ def _start_session(session: Session, chair: Chair, index: int, now: datetime) ->
                 session_id=infusion.id, kind=kind, at=at, recorded_by="demo", recorded_at=now
             )
         )
+
+
+def running_sessions(session: Session, site_id: int) -> dict[int, tuple[str, datetime]]:
+    """Position → (phase, check-in time) of each chair of the site with a session under way,
+    so that the demo can start each simulated chair where its seeded session stands. When a
+    chair has several open sessions, the latest one wins."""
+    query = (
+        select(Chair.position, InfusionSession.phase, InfusionSession.started_at)
+        .join(InfusionSession, InfusionSession.chair_id == Chair.id)
+        .where(Chair.site_id == site_id, InfusionSession.ended_at.is_(None))
+        .order_by(InfusionSession.started_at)
+    )
+    return {position: (str(phase), started) for position, phase, started in session.execute(query)}
