@@ -14,6 +14,8 @@ COPY app ./app
 COPY monitor ./monitor
 COPY dashboard ./dashboard
 COPY simulators ./simulators
+COPY contracts ./contracts
+COPY vigil ./vigil
 COPY alembic ./alembic
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/vigil --create-home vigil
