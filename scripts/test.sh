@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install Vigil with its test tools and run everything CI runs: ruff, mypy, the pytest suite
-# (SQLite file and the local PostgreSQL, real uvicorn, websockets and headless Chromium).
+# Install Vigil with its test tools and run everything CI runs: ruff, mypy, import-linter and
+# the pytest suite (SQLite file and the local PostgreSQL, real uvicorn, websockets and
+# headless Chromium).
 # A missing PostgreSQL or Chromium is a failure, never a skip.
 source "$(dirname "$0")/_common.sh"
 ensure_venv "[test]"
@@ -33,4 +34,7 @@ fi
 
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
+# The walls between packages (the contracts in pyproject.toml); run from the repository root,
+# which lint-imports puts on the import path.
+echo "== import-linter"; .venv/bin/lint-imports
 echo "== pytest"; .venv/bin/pytest "$@"
