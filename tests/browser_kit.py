@@ -6,6 +6,7 @@ has one place to go.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -109,6 +110,28 @@ def post(
         headers=device_auth(server, device),
     )
     assert response.status_code == 201, response.text
+
+
+@contextlib.contextmanager
+def steady_monitors(server: LiveServer, clinic: Clinic, chairs: list[int]) -> Iterator[None]:
+    """Chairs whose monitors send normal HR, SpO2 and perfusion once a second meanwhile, as
+    real ones do: without them a chair left silent for 10 s raises its technical no-value
+    alarms, and a slow start (a loaded machine) would make a quiet chair look alarming."""
+    stop = threading.Event()
+
+    def send() -> None:
+        while not stop.is_set():
+            for chair in chairs:
+                post(server, clinic.device(chair), ("hr", 78, "/min"), ("spo2", 98, "%"))
+            stop.wait(1)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join()
 
 
 def post_trace(

@@ -19,6 +19,7 @@ from tests.browser_kit import (
     page,
     post,
     post_trace,
+    steady_monitors,
 )
 from tests.conftest import Clinic, LiveServer
 
@@ -167,16 +168,17 @@ def test_the_alarm_self_test_plays_every_pattern(
 def test_filters_and_severity_sort_move_tiles_without_rebuilding_them(
     page: Page, live_server: LiveServer, clinic: Clinic
 ) -> None:
-    open_station(page, live_server, clinic)
-    page.evaluate("document.getElementById('chair-3').dataset.marker = 'same element'")
-    raise_desat(live_server, clinic, 3)
-    expect(page.locator(tile(3))).to_have_class("tile alarm-high", timeout=5000)
+    with steady_monitors(live_server, clinic, [1, 2]):
+        open_station(page, live_server, clinic)
+        page.evaluate("document.getElementById('chair-3').dataset.marker = 'same element'")
+        raise_desat(live_server, clinic, 3)
+        expect(page.locator(tile(3))).to_have_class("tile alarm-high", timeout=5000)
 
-    page.locator("[data-filter='alarming']").click()
-    expect(page.locator(".tile:not(.filtered-out)")).to_have_count(1)
-    expect(page.locator("#filter-count")).to_have_text("1 of 3 shown")
-    page.locator("[data-filter='alarming']").click()
-    expect(page.locator(".tile:not(.filtered-out)")).to_have_count(3)
+        page.locator("[data-filter='alarming']").click()
+        expect(page.locator(".tile:not(.filtered-out)")).to_have_count(1)
+        expect(page.locator("#filter-count")).to_have_text("1 of 3 shown")
+        page.locator("[data-filter='alarming']").click()
+        expect(page.locator(".tile:not(.filtered-out)")).to_have_count(3)
 
     page.locator("[data-filter='infusion']").click()  # the demo's chairs 2 and 3 infuse
     expect(page.locator(".tile:not(.filtered-out)")).to_have_count(2)
