@@ -35,10 +35,18 @@ def test_a_stuck_subscriber_is_bounded_and_told_to_resync_while_others_keep_up()
             assert not isinstance(item, type(RESYNC))
             received.append(item[0])
         assert received == list(range(1, 101)), "the healthy reader missed nothing"
-        assert stuck.resyncs >= 1
-        # The backlog was thrown away and replaced by the resync marker, then refilled.
-        assert await stuck.get() is RESYNC or stuck.resyncs > 1
-        assert stuck.qsize() <= 8
+        # The stuck queue fills with messages 1-8, so message 9 finds it full: the backlog
+        # is dropped and one RESYNC marker left in its place. The marker and the next 7
+        # messages fill it again, so messages 17, 25, ... 97 overflow it as well.
+        overflows = range(9, 101, 8)
+        assert stuck.resyncs == len(overflows)
+        left = stuck.drain()
+        assert left[0] is RESYNC, "the backlog was replaced by the resync marker"
+        after_marker = [item for item in left[1:] if not isinstance(item, type(RESYNC))]
+        assert len(after_marker) == len(left) - 1, "one marker, however often it fell behind"
+        # Only what was published after the last overflow is left, in order, unchanged.
+        assert [seq for seq, _ in after_marker] == list(range(overflows[-1] + 1, 101))
+        assert [json.loads(text)["n"] for _, text in after_marker] == [97, 98, 99]
 
     asyncio.run(scenario())
 
