@@ -6,7 +6,9 @@ A minimal FastAPI app with Vigil's two doors and nothing behind them:
   no storage), wraps it in a ``samples`` message with the next sequence number,
   offers it to every connected websocket client and answers 201;
 * ``WS /ws/sites/{site_id}`` sends a (nearly empty) snapshot, then the messages,
-  and a heartbeat after 2 s of silence, like Vigil.
+  and a heartbeat after 2 s of silence, like Vigil. Its sender loop has Vigil's shape:
+  one ``asyncio.timeout`` per wait (not a ``wait_for`` task per message), then whatever
+  else is queued is sent before the next wait.
 
 Each client has a bounded queue (512 messages, as Vigil's default); a client that
 falls behind loses its backlog and gets one ``resync`` message. It is served by
@@ -90,12 +92,21 @@ async def site_feed(websocket: WebSocket, site_id: int) -> None:
 
 
 async def _send(websocket: WebSocket, queue: asyncio.Queue[str], site_id: int) -> None:
+    # The same shape as Vigil's sender (app/live/endpoints.py), minus Vigil's work: wait
+    # under asyncio.timeout (no extra task per message, as asyncio.wait_for would make),
+    # then send everything already queued before waiting again.
     while True:
         try:
-            text = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_S)
+            async with asyncio.timeout(HEARTBEAT_S):
+                text = await queue.get()
         except TimeoutError:
-            text = f'{{"type":"heartbeat","site_id":{site_id},"seq":{relay.seq}}}'
+            await websocket.send_text(
+                f'{{"type":"heartbeat","site_id":{site_id},"seq":{relay.seq}}}'
+            )
+            continue
         await websocket.send_text(text)
+        while not queue.empty():
+            await websocket.send_text(queue.get_nowait())
 
 
 async def _receive(websocket: WebSocket) -> None:

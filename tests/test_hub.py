@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from app.live.hub import RESYNC, Hub
+from app.live.hub import RESYNC, Hub, Resync
 
 
 def test_sequence_numbers_are_per_site_and_stamped_on_the_message() -> None:
@@ -16,7 +16,7 @@ def test_sequence_numbers_are_per_site_and_stamped_on_the_message() -> None:
     subscription = hub.subscribe(1)
     hub.publish(1, {"type": "samples", "x": 1})
     item = subscription._queue.get_nowait()
-    assert not isinstance(item, type(RESYNC))
+    assert not isinstance(item, Resync)
     seq, text = item
     assert seq == 3
     assert json.loads(text) == {"type": "samples", "x": 1, "seq": 3}
@@ -32,13 +32,21 @@ def test_a_stuck_subscriber_is_bounded_and_told_to_resync_while_others_keep_up()
             hub.publish(1, {"n": n})
             assert stuck.qsize() <= 8
             item = await asyncio.wait_for(reader.get(), timeout=1)
-            assert not isinstance(item, type(RESYNC))
+            assert not isinstance(item, Resync)
             received.append(item[0])
         assert received == list(range(1, 101)), "the healthy reader missed nothing"
-        assert stuck.resyncs >= 1
-        # The backlog was thrown away and replaced by the resync marker, then refilled.
-        assert await stuck.get() is RESYNC or stuck.resyncs > 1
-        assert stuck.qsize() <= 8
+        # The stuck queue fills with messages 1-8, so message 9 finds it full: the backlog
+        # is dropped and one RESYNC marker left in its place. The marker and the next 7
+        # messages fill it again, so messages 17, 25, ... 97 overflow it as well.
+        overflows = range(9, 101, 8)
+        assert stuck.resyncs == len(overflows)
+        left = stuck.drain()
+        assert left[0] is RESYNC, "the backlog was replaced by the resync marker"
+        after_marker = [item for item in left[1:] if not isinstance(item, Resync)]
+        assert len(after_marker) == len(left) - 1, "one marker, however often it fell behind"
+        # Only what was published after the last overflow is left, in order, unchanged.
+        assert [seq for seq, _ in after_marker] == list(range(overflows[-1] + 1, 101))
+        assert [json.loads(text)["n"] for _, text in after_marker] == [97, 98, 99]
 
     asyncio.run(scenario())
 

@@ -11,23 +11,12 @@ from pathlib import Path
 import pytest
 
 from app.ingest.schemas import ObservationBatchIn
-from monitor.vitals import normalise, resolve_vital
+from monitor.vitals import DEVICE_QUALITY_NAMES, VITALS, Vital, normalise
 from simulators.chair import ChairTick, SimulatedChair
 from simulators.scenarios import available_scenarios
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 Runner = Callable[[str, int], tuple[SimulatedChair, tuple[ChairTick, ...]]]
-
-ALLOWED_UNITS = {
-    "hr": "/min",
-    "pr": "/min",
-    "spo2": "%",
-    "pi": "%",
-    "nibp_sys": "mm[Hg]",
-    "nibp_dia": "mm[Hg]",
-    "nibp_mean": "mm[Hg]",
-}
-FLAGS = {"artifact", "low_perfusion", "probe_off", "cuff_inflating", "questionable"}
 
 
 def bodies(scenario: str, seed: int, seconds: int = 1800) -> list[object]:
@@ -81,12 +70,11 @@ def test_every_body_is_valid_wire_format(name: str, run_scenario: Runner) -> Non
         ObservationBatchIn.model_validate(body)  # Vigil's own ingest schema
         assert body["device_id"] == "sim-chair-01"
         for item in body["observations"]:
-            assert ALLOWED_UNITS[item["vital"]] == item["unit"]
-            assert set(item.get("quality", [])) <= FLAGS
+            vital = Vital(item["vital"])  # the canonical code, not an alias
+            assert item["unit"] == VITALS[vital].unit  # the canonical unit, as Vigil stores it
+            assert set(item.get("quality", [])) <= set(DEVICE_QUALITY_NAMES)
             assert item.get("quality", True)  # flags, or no key at all: never an empty list
             assert datetime.fromisoformat(item["device_time"]).utcoffset() is not None
-            vital = resolve_vital(item["vital"])
-            assert vital is not None
             normalise(vital, item["value"], item["unit"])  # inside Vigil's plausible range
             if item["vital"] in ("spo2", "pr", "hr", "pi"):
                 assert item["value"] > 0  # a missing value is not sent, never a 0
