@@ -50,8 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.resolved_database_url)
 
-    live = LiveService(db, Hub(settings.client_queue_size))
-    alarms = AlarmService(db, live, load_clinic_protocol(settings.protocol_file))
+    protocol = load_clinic_protocol(settings.protocol_file)
+    live = LiveService(db, Hub(settings.client_queue_size), protocol)
+    alarms = AlarmService(db, live, protocol)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -256,7 +256,7 @@ def measure(url: str, built: Built, repeat: int) -> dict[str, float]:
             with_session(lambda s: service.summary(s, long_id, protocol)), repeat
         ),
         "trace_2h_ms": median_ms(
-            with_session(lambda s: service.trace(s, long_id, TRACE_POINTS)), repeat
+            with_session(lambda s: service.trace(s, long_id, protocol, TRACE_POINTS)), repeat
         ),
         "page_2h_review_and_figure_json_ms": median_ms(with_session(page_figure), repeat),
         "bare_select_month_alarms_ms": median_ms(with_session(bare(bare_alarms)), repeat),

@@ -157,6 +157,18 @@ def untrusted_mask(protocol: Protocol, vital: Vital) -> int:
     return mask
 
 
+def sample_usable(
+    value: ArrayLike, quality: ArrayLike, untrusted: int | NDArray[np.int64]
+) -> NDArray[np.bool_]:
+    """The usable-sample predicate, per sample or element-wise: a finite value that carries
+    none of the `untrusted` bits (its vital's `untrusted_mask`). Gating by the low-signal
+    check is state, not a property of the sample, and is applied on top by the evaluators."""
+    usable: NDArray[np.bool_] = np.isfinite(value) & (
+        (np.asarray(quality, dtype=np.int64) & untrusted) == 0
+    )
+    return usable
+
+
 def tick_check_order(protocol: Protocol) -> Sequence[int]:
     """Tick-driven technical checks (indices into `protocol.technical`), suppressors first."""
     by_id = {c.id: i for i, c in enumerate(protocol.technical)}

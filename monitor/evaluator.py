@@ -34,6 +34,7 @@ from monitor.conditions import (
     VITALS_ORDER,
     ConditionEvent,
     SampleBatch,
+    sample_usable,
     tick_check_order,
     untrusted_mask,
 )
@@ -378,7 +379,7 @@ class VectorEvaluator:
             if len(s) == 0:
                 return events
         np.maximum.at(self._last_any, s, t)  # device-silent clock: order does not matter
-        usable = np.isfinite(x) & ((q & self._untrusted[v]) == 0)
+        usable = sample_usable(x, q, self._untrusted[v])
         # Does any session send one vital twice? Then that vital is applied in layers.
         positions = np.arange(len(s))
         pairs = self._pair_stamp.reshape(-1)

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
+from numpy.typing import NDArray
 
 from monitor.vitals import VITALS, SampleQuality, Vital
 
@@ -24,7 +28,7 @@ DEFAULT_PROTOCOL_PATH = Path(__file__).with_name("default_protocol.toml")
 
 
 class Phase(enum.StrEnum):
-    """A session's phase; the same codes as the server's session phases."""
+    """A session's phase. The server stores and serves this very enum (its `SessionPhase`)."""
 
     CHECKED_IN = "checked_in"
     BASELINE = "baseline"
@@ -86,17 +90,30 @@ class Op(enum.StrEnum):
     def strict(self) -> bool:
         return self in (Op.GT, Op.LT)
 
-    def holds(self, value: float, limit: float) -> bool:
-        if self is Op.GT:
-            return value > limit
-        if self is Op.GE:
-            return value >= limit
-        if self is Op.LT:
-            return value < limit
-        return value <= limit
+    @overload
+    def holds(self, value: float, limit: float) -> bool: ...
+
+    @overload
+    def holds(
+        self, value: NDArray[np.float64], limit: float | NDArray[np.float64]
+    ) -> NDArray[np.bool_]: ...
+
+    def holds(self, value: Any, limit: Any) -> Any:
+        """Whether ``value <op> limit``, for one value or element-wise over numpy arrays.
+
+        The one definition of the operators: the scalar reference evaluator and session
+        review call it; the numpy evaluator is held to the reference by property tests.
+        """
+        return _OP_COMPARE[self](value, limit)
 
 
 _OP_SYMBOL = {Op.LT: "<", Op.LE: "≤", Op.GT: ">", Op.GE: "≥"}
+_OP_COMPARE: dict[Op, Callable[[Any, Any], Any]] = {
+    Op.LT: operator.lt,
+    Op.LE: operator.le,
+    Op.GT: operator.gt,
+    Op.GE: operator.ge,
+}
 
 
 class TechnicalKind(enum.StrEnum):
@@ -276,6 +293,17 @@ class Protocol:
 
     def nibp_interval(self, phase: Phase) -> float:
         return self.nibp_interval_s.get(phase, 0.0)
+
+    def baseline(self, readings: Sequence[float] | NDArray[np.float64]) -> float | None:
+        """An NIBP vital's baseline from its usable readings taken in the baseline phase,
+        oldest first: the mean of the last `baseline_readings`; None while there are fewer.
+
+        The evaluators keep the same mean incrementally (tests hold them to this one).
+        """
+        n = self.baseline_readings
+        if len(readings) < n:
+            return None
+        return float(np.mean(np.asarray(readings[len(readings) - n :], dtype=np.float64)))
 
 
 class ProtocolError(ValueError):

@@ -11,7 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from monitor.conditions import VITALS_ORDER, ConditionEvent, SampleBatch, untrusted_mask
+from monitor.conditions import (
+    VITALS_ORDER,
+    ConditionEvent,
+    SampleBatch,
+    sample_usable,
+    untrusted_mask,
+)
 from monitor.conditions import tick_check_order as _tick_check_order
 from monitor.protocol import Phase, Protocol, TechnicalCheck, TechnicalKind
 from monitor.vitals import VITALS, SampleQuality, Vital
@@ -191,7 +197,7 @@ class ReferenceEvaluator:
         events: list[ConditionEvent],
     ) -> None:
         session.last_any = max(session.last_any, time)
-        usable = math.isfinite(value) and not quality & self._untrusted[vital]
+        usable = bool(sample_usable(value, quality, self._untrusted[vital]))
         if vital in self.protocol.gated_vitals and session.low_signal:
             usable = False
         if usable:

@@ -52,47 +52,106 @@ class SampleQuality(enum.IntFlag):
 DEVICE_QUALITY_NAMES: tuple[str, ...] = tuple((~SampleQuality.UNBOUND).names())
 
 
+@dataclass(frozen=True, slots=True)
+class MdcCode:
+    """An IEEE 11073-10101 term: its number (partition × 65536 + term) and reference id."""
+
+    number: int
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoincCode:
+    code: str
+    display: str
+
+
 @dataclass(frozen=True)
 class VitalSpec:
+    """One vital's vocabulary: Vigil's one table of its codes, units and plausible range.
+
+    Ingest resolves codes with it, exports and the HL7 adapter code with it; nothing else in
+    Vigil keeps a copy.
+    """
+
     vital: Vital
     label: str
     unit: str  # canonical UCUM unit
-    mdc_code: int
-    mdc_ref: str
-    loinc: tuple[str, ...]
+    mdc: MdcCode  # the term Vigil sends
+    mdc_unit: MdcCode  # the MDC term of `unit`
+    loinc: tuple[LoincCode, ...]  # the most specific first
     plausible_min: float
     plausible_max: float
     episodic: bool  # one reading per measurement cycle (NIBP) rather than a continuous stream
+    mdc_aliases: tuple[MdcCode, ...] = ()  # other terms devices send for this vital
 
+
+_PER_MIN = MdcCode(264864, "MDC_DIM_BEAT_PER_MIN")
+_PERCENT = MdcCode(262688, "MDC_DIM_PERCENT")
+_MMHG = MdcCode(266016, "MDC_DIM_MMHG")
 
 VITALS: dict[Vital, VitalSpec] = {
     spec.vital: spec
     for spec in (
-        VitalSpec(Vital.HR, "HR", "/min", 147842, "MDC_ECG_HEART_RATE", ("8867-4",), 0, 350, False),
         VitalSpec(
-            Vital.PR, "PR", "/min", 149530, "MDC_PULS_OXIM_PULS_RATE", ("8889-8",), 0, 350, False
+            Vital.HR,
+            "HR",
+            "/min",
+            MdcCode(147842, "MDC_ECG_HEART_RATE"),
+            _PER_MIN,
+            (LoincCode("8867-4", "Heart rate"),),
+            0,
+            350,
+            False,
+            # MDC's older reference id for the same term, used by several gateways.
+            mdc_aliases=(MdcCode(147842, "MDC_ECG_CARD_BEAT_RATE"),),
+        ),
+        VitalSpec(
+            Vital.PR,
+            "PR",
+            "/min",
+            MdcCode(149530, "MDC_PULS_OXIM_PULS_RATE"),
+            _PER_MIN,
+            (LoincCode("8889-8", "Heart rate by Pulse oximetry"),),
+            0,
+            350,
+            False,
         ),
         VitalSpec(
             Vital.SPO2,
             "SpO2",
             "%",
-            150456,
-            "MDC_PULS_OXIM_SAT_O2",
-            ("59408-5", "2708-6"),
+            MdcCode(150456, "MDC_PULS_OXIM_SAT_O2"),
+            _PERCENT,
+            (
+                LoincCode("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
+                LoincCode("2708-6", "Oxygen saturation in Arterial blood"),
+            ),
             0,
             100,
             False,
         ),
         VitalSpec(
-            Vital.PI, "PI", "%", 150488, "MDC_PULS_OXIM_PERF_REL", ("61006-3",), 0, 100, False
+            Vital.PI,
+            "PI",
+            "%",
+            # IEEE 11073 numbers MDC_PULS_OXIM_PERF_REL 150448. The brief's table gives
+            # 150488, which Mindray sends as MDC_BLD_PERF_INDEX: accepted, never sent.
+            MdcCode(150448, "MDC_PULS_OXIM_PERF_REL"),
+            _PERCENT,
+            (LoincCode("61006-3", "Perfusion index Blood Postductal Pulse oximetry"),),
+            0,
+            100,
+            False,
+            mdc_aliases=(MdcCode(150488, "MDC_BLD_PERF_INDEX"),),
         ),
         VitalSpec(
             Vital.NIBP_SYS,
             "NIBP sys",
             "mm[Hg]",
-            150021,
-            "MDC_PRESS_BLD_NONINV_SYS",
-            ("8480-6",),
+            MdcCode(150021, "MDC_PRESS_BLD_NONINV_SYS"),
+            _MMHG,
+            (LoincCode("8480-6", "Systolic blood pressure"),),
             20,
             300,
             True,
@@ -101,9 +160,9 @@ VITALS: dict[Vital, VitalSpec] = {
             Vital.NIBP_DIA,
             "NIBP dia",
             "mm[Hg]",
-            150022,
-            "MDC_PRESS_BLD_NONINV_DIA",
-            ("8462-4",),
+            MdcCode(150022, "MDC_PRESS_BLD_NONINV_DIA"),
+            _MMHG,
+            (LoincCode("8462-4", "Diastolic blood pressure"),),
             10,
             250,
             True,
@@ -112,9 +171,9 @@ VITALS: dict[Vital, VitalSpec] = {
             Vital.NIBP_MEAN,
             "NIBP mean",
             "mm[Hg]",
-            150023,
-            "MDC_PRESS_BLD_NONINV_MEAN",
-            ("8478-0",),
+            MdcCode(150023, "MDC_PRESS_BLD_NONINV_MEAN"),
+            _MMHG,
+            (LoincCode("8478-0", "Mean blood pressure"),),
             15,
             280,
             True,
@@ -122,17 +181,22 @@ VITALS: dict[Vital, VitalSpec] = {
     )
 }
 
-_ALIASES: dict[str, Vital] = {}
-for _spec in VITALS.values():
-    _ALIASES[_spec.vital.value] = _spec.vital
-    _ALIASES[str(_spec.mdc_code)] = _spec.vital
-    _ALIASES[_spec.mdc_ref.lower()] = _spec.vital
-    for _code in _spec.loinc:
-        _ALIASES[_code] = _spec.vital
-# MDC's older reference id for ECG heart rate, used by several gateways.
-_ALIASES["mdc_ecg_card_beat_rate"] = Vital.HR
-# IEEE 11073 numbers MDC_PULS_OXIM_PERF_REL 150448; 150488 (from the brief) is kept as well.
-_ALIASES["150448"] = Vital.PI
+# Every MDC term of the table, by number and by reference id (upper case, as MDC spells them).
+MDC_NUMBERS: dict[int, Vital] = {
+    code.number: spec.vital for spec in VITALS.values() for code in (spec.mdc, *spec.mdc_aliases)
+}
+MDC_REFS: dict[str, Vital] = {
+    code.ref: spec.vital for spec in VITALS.values() for code in (spec.mdc, *spec.mdc_aliases)
+}
+# Every LOINC code of the table, with the vital it belongs to.
+LOINC_CODES: dict[str, tuple[Vital, LoincCode]] = {
+    loinc.code: (spec.vital, loinc) for spec in VITALS.values() for loinc in spec.loinc
+}
+
+_ALIASES: dict[str, Vital] = {vital.value: vital for vital in Vital}
+_ALIASES |= {str(number): vital for number, vital in MDC_NUMBERS.items()}
+_ALIASES |= {ref.lower(): vital for ref, vital in MDC_REFS.items()}
+_ALIASES |= {code: vital for code, (vital, _) in LOINC_CODES.items()}
 
 
 def resolve_vital(code: str) -> Vital | None:

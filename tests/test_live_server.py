@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,16 @@ from websockets.sync.client import ClientConnection, connect
 
 from app.main import create_app
 from app.settings import Settings
+from monitor.display import (
+    ALARM_LEVELS,
+    CONTINUOUS_FRESH_S,
+    LEVEL_COLOURS,
+    PRIORITY_COLOURS,
+    PRIORITY_LEVEL,
+    fresh_s,
+)
+from monitor.protocol import DEFAULT_PROTOCOL_PATH, PRIORITIES, Phase, load_protocol
+from monitor.vitals import Vital
 from tests.conftest import Clinic, LiveServer
 
 
@@ -200,3 +211,40 @@ def test_stuck_client_is_bounded_and_resynced_while_others_keep_up(
         assert kinds[0] == "snapshot"
         assert "resync" in kinds
         assert kinds[kinds.index("resync") + 1] == "snapshot"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_snapshot_carries_the_running_protocol_s_display_facts(
+    settings: Settings, clinic: Clinic, tmp_path: Path
+) -> None:
+    """The station takes freshness, priority order and colours from the snapshot; they are
+    monitor's definitions under the clinic's protocol file, not the default's."""
+    text = DEFAULT_PROTOCOL_PATH.read_text(encoding="utf-8")
+    text = text.replace(
+        "interval_s = { baseline = 300, infusion = 300, recovery = 900 }",
+        "interval_s = { baseline = 240, infusion = 180, recovery = 600 }",
+    ).replace("grace_s = 120", "grace_s = 90")
+    path = tmp_path / "clinic.toml"
+    path.write_text(text, encoding="utf-8")
+    protocol = load_protocol(path)
+    server = LiveServer(create_app(settings.model_copy(update={"protocol_file": path})))
+    server.start()
+    try:
+        with connect(site_url(server, clinic), additional_headers=clinic.auth()) as ws:
+            display = next_of(ws, "snapshot")["display"]
+    finally:
+        server.stop()
+
+    fresh = display["fresh_s"]
+    assert fresh["nibp_sys"]["infusion"] == 180 + 90  # the clinic's interval and grace
+    assert fresh["nibp_dia"]["recovery"] == 600 + 90
+    assert fresh["hr"]["infusion"] == CONTINUOUS_FRESH_S
+    for vital in Vital:
+        assert fresh[vital.value]["no_session"] == fresh_s(protocol, vital, None)
+        for phase in Phase:
+            assert fresh[vital.value][phase.value] == fresh_s(protocol, vital, phase), phase
+    assert display["priority_order"] == [p.value for p in PRIORITIES]
+    assert display["alarm_levels"] == [level.value for level in ALARM_LEVELS]
+    assert display["priority_level"] == {p.value: PRIORITY_LEVEL[p].value for p in PRIORITIES}
+    assert display["priority_colours"] == {p.value: PRIORITY_COLOURS[p] for p in PRIORITIES}
+    assert display["level_colours"] == {lv.value: LEVEL_COLOURS[lv] for lv in ALARM_LEVELS}

@@ -16,7 +16,9 @@ from app.review.figures import (
     session_figures,
     site_figures,
 )
+from monitor.protocol import Op, default_protocol
 
+PROTOCOL = default_protocol()  # its NIBP baseline: the mean of the last two readings
 SESSION_END = 1000.0
 BASELINE_WINDOW = (100.0, 400.0)
 
@@ -42,11 +44,11 @@ def known_series() -> dict[str, VitalSeries]:
 
 
 LIMITS = [
-    LimitSpec("hr_high_medium", "hr", ">", 110, "medium"),
-    LimitSpec("hr_low_medium", "hr", "<", 50, "medium"),
-    LimitSpec("spo2_low_medium", "spo2", "<=", 93, "medium"),
-    LimitSpec("sbp_high_medium", "nibp_sys", ">=", 160, "medium"),
-    LimitSpec("dbp_high_medium", "nibp_dia", ">=", 100, "medium"),
+    LimitSpec("hr_high_medium", "hr", Op.GT, 110, "medium"),
+    LimitSpec("hr_low_medium", "hr", Op.LT, 50, "medium"),
+    LimitSpec("spo2_low_medium", "spo2", Op.LE, 93, "medium"),
+    LimitSpec("sbp_high_medium", "nibp_sys", Op.GE, 160, "medium"),
+    LimitSpec("dbp_high_medium", "nibp_dia", Op.GE, 100, "medium"),
 ]
 ALARMS = [
     AlarmFacts("spo2_low_high", "high", raised_at=0, acknowledged_at=30),
@@ -70,6 +72,7 @@ def test_session_figures_match_the_hand_computed_values() -> None:
         stored_baselines={"nibp_dia": 81.0},
         limits=LIMITS,
         alarms=ALARMS,
+        protocol=PROTOCOL,
     )
     by_vital = {v.vital: v for v in figures.vitals}
 
@@ -111,13 +114,14 @@ def figures_under(limit: LimitSpec) -> SessionFigures:
         stored_baselines={},
         limits=[limit],
         alarms=[],
+        protocol=PROTOCOL,
     )
 
 
 def test_time_beyond_a_limit_counts_against_the_limit_in_force_then() -> None:
     # SBP ≥ 160, raised to 170 for this session at t=600 and back to 160 at t=850.
     overridden = LimitSpec(
-        "sbp_high_medium", "nibp_sys", ">=", 160, "medium", changes=((600, 170), (850, 160))
+        "sbp_high_medium", "nibp_sys", Op.GE, 160, "medium", changes=((600, 170), (850, 160))
     )
     figures = figures_under(overridden)
     (beyond,) = figures.beyond_limits
@@ -125,7 +129,7 @@ def test_time_beyond_a_limit_counts_against_the_limit_in_force_then() -> None:
     # stands 100 s; 150 at t=900 is under 160 again. The override does not hide the 182.
     assert beyond.minutes == pytest.approx(400 / 60)
     assert beyond.limit.changes == ((600, 170), (850, 160))
-    raised_early = LimitSpec("sbp_high_medium", "nibp_sys", ">=", 160, "medium", ((400, 170),))
+    raised_early = LimitSpec("sbp_high_medium", "nibp_sys", Op.GE, 160, "medium", ((400, 170),))
     figures = figures_under(raised_early)
     assert figures.beyond_limits[0].minutes == pytest.approx(100 / 60)  # only the 182 counts
 
@@ -139,6 +143,7 @@ def test_the_last_sample_holds_no_further_than_the_session_end() -> None:
         stored_baselines={},
         limits=[],
         alarms=[],
+        protocol=PROTOCOL,
     )
     assert figures.seconds_spo2_below_90 == 3  # 1 s, then 2 s up to the end (not 5)
     assert figures.median_ack_s is None

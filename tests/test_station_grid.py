@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from app.live.messages import display_facts
 from app.settings import Settings
 from tests.browser_kit import (
     RestartedServer,
@@ -314,3 +315,28 @@ def test_the_chair_view_shows_the_last_hour_and_records_events(
 
     page.locator("#chair-view-close").click()
     expect(view).to_be_hidden()
+
+
+def test_the_station_takes_its_display_facts_from_the_snapshot_and_fails_safe(
+    page: Page, live_server: LiveServer, clinic: Clinic
+) -> None:
+    """Freshness, priority order, levels and colours come from the server; a value whose
+    freshness the server did not give is shown stale (never live), and the page says why."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    open_station(page, live_server, clinic)
+    expected = display_facts(live_server.app.state.alarms.engine.protocol)
+    assert page.evaluate("window.vigilLive.display") == expected
+    css_high = "getComputedStyle(document.documentElement).getPropertyValue('--high').trim()"
+    assert page.evaluate(css_high) == expected["level_colours"]["high"]
+
+    second = page.locator(tile(2))
+    spo2 = second.locator(".vital[data-vital='spo2']")
+    post(live_server, clinic.device(2), ("spo2", 97, "%"))
+    expect(spo2.locator(".value")).to_have_text("97", timeout=5000)
+    expect(spo2).not_to_have_class(re.compile(r"\bstale\b"))
+    assert not [e for e in errors if e.startswith("vigil:")], errors
+
+    page.evaluate("delete window.vigilLive.display.fresh_s.spo2")
+    expect(spo2).to_have_class(re.compile(r"\bstale\b"), timeout=3000)
+    assert any("fresh_s.spo2" in e for e in errors), errors

@@ -35,6 +35,7 @@ import hl7  # type: ignore[import-untyped]
 
 from app.errors import VigilError
 from monitor.vitals import (
+    MDC_NUMBERS,
     ImplausibleValue,
     UnitError,
     Vital,
@@ -42,6 +43,7 @@ from monitor.vitals import (
     normalise,
     resolve_vital,
 )
+from monitor.vitals import MDC_REFS as MONITOR_MDC_REFS
 
 # HL7 table 0357, message error condition codes, as used in ACK ERR-3.
 ERR_ACCEPTED = "0"
@@ -78,37 +80,20 @@ class Hl7Error(VigilError):
 
 # --- code tables -------------------------------------------------------------------------
 
-# MDC numeric codes (partition × 65536 + term) for Vigil's vitals, including variants
-# gateways use for the same measurement.
-MDC_CODES: dict[int, Vital] = {
-    147842: Vital.HR,  # MDC_ECG_HEART_RATE (= MDC_ECG_CARD_BEAT_RATE)
-    149530: Vital.PR,  # MDC_PULS_OXIM_PULS_RATE
+# MDC numeric codes (partition × 65536 + term) and reference ids: monitor's table of Vigil's
+# vitals, plus the variants gateways send for the same measurement.
+MDC_CODES: dict[int, Vital] = MDC_NUMBERS | {
     149538: Vital.PR,  # Philips NOM_PLETH_PULS_RATE (0x4822), pulse from the pleth
     149514: Vital.PR,  # MDC_PULS_RATE
     149522: Vital.PR,  # labelled MDC_PULS_RATE by Comen
     149546: Vital.PR,  # MDC_PULS_RATE_NON_INV: the cuff's pulse rate
-    150456: Vital.SPO2,  # MDC_PULS_OXIM_SAT_O2
-    150448: Vital.PI,  # MDC_PULS_OXIM_PERF_REL
-    150488: Vital.PI,  # MDC_BLD_PERF_INDEX (Mindray)
-    150021: Vital.NIBP_SYS,  # MDC_PRESS_BLD_NONINV_SYS
-    150022: Vital.NIBP_DIA,
-    150023: Vital.NIBP_MEAN,
     150301: Vital.NIBP_SYS,  # MDC_PRESS_CUFF_SYS
     150302: Vital.NIBP_DIA,  # MDC_PRESS_CUFF_DIA
     150303: Vital.NIBP_MEAN,  # MDC_PRESS_CUFF_MEAN
 }
-MDC_REFS: dict[str, Vital] = {
-    "MDC_ECG_HEART_RATE": Vital.HR,
-    "MDC_ECG_CARD_BEAT_RATE": Vital.HR,
-    "MDC_PULS_OXIM_PULS_RATE": Vital.PR,
+MDC_REFS: dict[str, Vital] = MONITOR_MDC_REFS | {
     "MDC_PULS_RATE": Vital.PR,
     "MDC_PULS_RATE_NON_INV": Vital.PR,
-    "MDC_PULS_OXIM_SAT_O2": Vital.SPO2,
-    "MDC_PULS_OXIM_PERF_REL": Vital.PI,
-    "MDC_BLD_PERF_INDEX": Vital.PI,
-    "MDC_PRESS_BLD_NONINV_SYS": Vital.NIBP_SYS,
-    "MDC_PRESS_BLD_NONINV_DIA": Vital.NIBP_DIA,
-    "MDC_PRESS_BLD_NONINV_MEAN": Vital.NIBP_MEAN,
     "MDC_PRESS_CUFF_SYS": Vital.NIBP_SYS,
     "MDC_PRESS_CUFF_DIA": Vital.NIBP_DIA,
     "MDC_PRESS_CUFF_MEAN": Vital.NIBP_MEAN,

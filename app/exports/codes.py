@@ -1,80 +1,46 @@
-"""How each Vigil vital is coded towards the hospital: LOINC, MDC, UCUM, FHIR profile."""
+"""How each Vigil vital is coded towards the hospital.
+
+The codes themselves (IEEE 11073 MDC, LOINC, UCUM) are monitor's one table
+(`monitor.vitals.VITALS`); this module adds only what belongs to the FHIR R4 vital-signs
+profiles: which profile a vital fits and which LOINC code that profile asks for first.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.vitals import Vital
+from monitor.vitals import LOINC_CODES, VITALS, LoincCode, Vital
 
 
 @dataclass(frozen=True, slots=True)
-class VitalCoding:
-    loinc: tuple[tuple[str, str], ...]  # (code, display); the first is the primary one
-    mdc: tuple[int, str]  # IEEE 11073 numeric code and reference id
-    mdc_unit: tuple[int, str]  # MDC unit code and reference id
-    ucum: str
-    profile: str  # FHIR R4 vital-signs profile
+class FhirProfile:
+    url: str
+    loinc: str | None = None  # the LOINC code the profile requires as the first coding
 
 
 _VS = "http://hl7.org/fhir/StructureDefinition/"
-_RATE = (264864, "MDC_DIM_BEAT_PER_MIN")
-_PERCENT = (262688, "MDC_DIM_PERCENT")
-_MMHG = (266016, "MDC_DIM_MMHG")
+_HEART_RATE = FhirProfile(_VS + "heartrate", "8867-4")  # a pulse rate is a heart rate to FHIR
+_VITAL_SIGNS = FhirProfile(_VS + "vitalsigns")
 
-CODINGS: dict[Vital, VitalCoding] = {
-    Vital.HR: VitalCoding(
-        (("8867-4", "Heart rate"),),
-        (147842, "MDC_ECG_HEART_RATE"),
-        _RATE,
-        "/min",
-        _VS + "heartrate",
-    ),
-    Vital.PR: VitalCoding(
-        (("8867-4", "Heart rate"), ("8889-8", "Heart rate by Pulse oximetry")),
-        (149530, "MDC_PULS_OXIM_PULS_RATE"),
-        _RATE,
-        "/min",
-        _VS + "heartrate",
-    ),
+PROFILES: dict[Vital, FhirProfile] = {
+    Vital.HR: _HEART_RATE,
+    Vital.PR: _HEART_RATE,
     # The R4 oxygen saturation profile requires 2708-6; 59408-5 says "by pulse oximetry".
-    Vital.SPO2: VitalCoding(
-        (
-            ("2708-6", "Oxygen saturation in Arterial blood"),
-            ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
-        ),
-        (150456, "MDC_PULS_OXIM_SAT_O2"),
-        _PERCENT,
-        "%",
-        _VS + "oxygensat",
-    ),
-    Vital.PI: VitalCoding(
-        (("61006-3", "Perfusion index Blood Postductal Pulse oximetry"),),
-        (150448, "MDC_PULS_OXIM_PERF_REL"),
-        _PERCENT,
-        "%",
-        _VS + "vitalsigns",
-    ),
-    Vital.NIBP_SYS: VitalCoding(
-        (("8480-6", "Systolic blood pressure"),),
-        (150021, "MDC_PRESS_BLD_NONINV_SYS"),
-        _MMHG,
-        "mm[Hg]",
-        _VS + "vitalsigns",
-    ),
-    Vital.NIBP_DIA: VitalCoding(
-        (("8462-4", "Diastolic blood pressure"),),
-        (150022, "MDC_PRESS_BLD_NONINV_DIA"),
-        _MMHG,
-        "mm[Hg]",
-        _VS + "vitalsigns",
-    ),
-    Vital.NIBP_MEAN: VitalCoding(
-        (("8478-0", "Mean blood pressure"),),
-        (150023, "MDC_PRESS_BLD_NONINV_MEAN"),
-        _MMHG,
-        "mm[Hg]",
-        _VS + "vitalsigns",
-    ),
+    Vital.SPO2: FhirProfile(_VS + "oxygensat", "2708-6"),
+    Vital.PI: _VITAL_SIGNS,
+    Vital.NIBP_SYS: _VITAL_SIGNS,
+    Vital.NIBP_DIA: _VITAL_SIGNS,
+    Vital.NIBP_MEAN: _VITAL_SIGNS,
 }
 BP_PANEL = ("85354-9", "Blood pressure panel with all children optional")
 BP_PROFILE = _VS + "bp"
+
+
+def fhir_loinc(vital: Vital) -> tuple[LoincCode, ...]:
+    """The vital's LOINC codings in a FHIR Observation: its profile's code first, then the
+    vital's own codes (monitor's table), most specific first."""
+    required = PROFILES[vital].loinc
+    own = VITALS[vital].loinc
+    if required is None:
+        return own
+    return (LOINC_CODES[required][1], *(code for code in own if code.code != required))

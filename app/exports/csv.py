@@ -7,6 +7,7 @@ import io
 
 from app.exports.repository import SessionRecord
 from app.timeutil import iso
+from monitor.vitals import DEVICE_QUALITY_NAMES
 
 COLUMNS = ("time", "vital", "value", "unit", "device_id", "quality", "received_time")
 
@@ -24,7 +25,8 @@ def session_csv(record: SessionRecord) -> str:
                 repr(sample.value) if sample.value != int(sample.value) else int(sample.value),
                 sample.unit,
                 sample.device,
-                ";".join(flag for flag in sample.quality if flag != "unbound"),
+                # Vigil's own flags (unbound) are not the device's: replay must not send them.
+                ";".join(flag for flag in sample.quality if flag in DEVICE_QUALITY_NAMES),
                 iso(sample.received_time),
             )
         )

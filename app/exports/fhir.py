@@ -12,9 +12,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from app.exports.codes import BP_PANEL, BP_PROFILE, CODINGS
+from app.exports.codes import BP_PANEL, BP_PROFILE, PROFILES, fhir_loinc
 from app.exports.repository import ExportSample, SessionRecord
-from monitor.vitals import Vital
+from monitor.vitals import VITALS, Vital
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -42,16 +42,17 @@ def _instant(moment: datetime) -> str:
 
 
 def _code(vital: Vital) -> dict[str, Any]:
-    coding = CODINGS[vital]
+    loinc = fhir_loinc(vital)
+    mdc = VITALS[vital].mdc
     codings: list[dict[str, str]] = [
-        {"system": LOINC, "code": code, "display": display} for code, display in coding.loinc
+        {"system": LOINC, "code": code.code, "display": code.display} for code in loinc
     ]
-    codings.append({"system": MDC, "code": str(coding.mdc[0]), "display": coding.mdc[1]})
-    return {"coding": codings, "text": coding.loinc[0][1]}
+    codings.append({"system": MDC, "code": str(mdc.number), "display": mdc.ref})
+    return {"coding": codings, "text": loinc[0].display}
 
 
 def _quantity(sample: ExportSample) -> dict[str, Any]:
-    ucum = CODINGS[sample.vital].ucum
+    ucum = VITALS[sample.vital].unit
     return {"value": sample.value, "unit": ucum, "system": UCUM, "code": ucum}
 
 
@@ -61,7 +62,7 @@ def _observation(
     first = samples[0]
     by_vital = {s.vital: s for s in samples}
     if len(samples) == 1:
-        profile = CODINGS[first.vital].profile
+        profile = PROFILES[first.vital].url
         body: dict[str, Any] = {"code": _code(first.vital), "valueQuantity": _quantity(first)}
     else:
         profile = BP_PROFILE
@@ -78,7 +79,7 @@ def _observation(
     observation: dict[str, Any] = {
         "resourceType": "Observation",
         "id": "-".join(f"s{s.id}" for s in samples),
-        "meta": {"profile": sorted({profile, CODINGS[first.vital].profile})},
+        "meta": {"profile": sorted({profile, PROFILES[first.vital].url})},
         "status": "final",
         "category": [CATEGORY],
         **{"code": body.pop("code")},

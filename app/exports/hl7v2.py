@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.adapters.hl7_messages import escape_text
-from app.exports.codes import CODINGS
 from app.exports.repository import SessionRecord
-from monitor.vitals import resolve_vital
+from monitor.vitals import VITALS, resolve_vital
 
 
 def _time(moment: datetime) -> str:
@@ -67,20 +66,19 @@ def session_oru(record: SessionRecord, now: datetime, application: str = "VIGIL"
         ),
     ]
     for index, sample in enumerate(record.samples, start=1):
-        coding = CODINGS[sample.vital]
-        loinc, loinc_name = coding.loinc[-1]  # the most specific LOINC as the alternate
-        mdc, mdc_ref = coding.mdc
-        unit, unit_ref = coding.mdc_unit
+        spec = VITALS[sample.vital]
+        loinc = spec.loinc[0]  # the most specific LOINC as the alternate
+        mdc, unit, ucum = spec.mdc, spec.mdc_unit, esc(spec.unit)
         segments.append(
             "|".join(
                 [
                     "OBX",
                     str(index),
                     "NM",
-                    f"{mdc}^{mdc_ref}^MDC^{loinc}^{esc(loinc_name)}^LN",
+                    f"{mdc.number}^{mdc.ref}^MDC^{loinc.code}^{esc(loinc.display)}^LN",
                     "",
                     f"{sample.value:g}",
-                    f"{unit}^{unit_ref}^MDC^{esc(coding.ucum)}^{esc(coding.ucum)}^UCUM",
+                    f"{unit.number}^{unit.ref}^MDC^{ucum}^{ucum}^UCUM",
                     "",
                     "",
                     "",
@@ -121,8 +119,8 @@ def batch_oru(batch: Mapping[str, Any], control_id: str, now: datetime) -> str:
         if vital is None:
             code = esc(str(item["vital"]))
         else:
-            mdc, mdc_ref = CODINGS[vital].mdc
-            code = f"{mdc}^{mdc_ref}^MDC"
+            mdc = VITALS[vital].mdc
+            code = f"{mdc.number}^{mdc.ref}^MDC"
         unit = esc(str(item["unit"]))
         moment = datetime.fromisoformat(str(item["device_time"]))
         segments.append(

@@ -8,7 +8,17 @@ from typing import Any
 from app.ingest.repository import StoredBatch
 from app.live.views import ChairView, LatestValue, SiteView
 from app.timeutil import iso
-from monitor.vitals import SampleQuality
+from monitor.display import (
+    ALARM_LEVELS,
+    LEVEL_COLOURS,
+    PRIORITY_COLOURS,
+    PRIORITY_LEVEL,
+    fresh_s,
+)
+from monitor.protocol import PHASES, PRIORITIES, Protocol
+from monitor.vitals import SampleQuality, Vital
+
+NO_SESSION = "no_session"  # the `fresh_s` key of a chair with no session
 
 
 def _value(latest: LatestValue, now: datetime) -> dict[str, Any]:
@@ -45,13 +55,36 @@ def _chair(chair: ChairView, now: datetime) -> dict[str, Any]:
     }
 
 
-def snapshot(site: SiteView, seq: int, now: datetime) -> dict[str, Any]:
+def display_facts(protocol: Protocol) -> dict[str, Any]:
+    """What a screen needs to show values and alarms as the protocol means them: how long
+    each vital stays fresh in each phase, the priorities and alarm levels in order (least
+    urgent first), which level each priority is shown at, and their colours."""
+    phases = [None, *PHASES]
+    return {
+        "fresh_s": {
+            vital.value: {
+                NO_SESSION if phase is None else phase.value: fresh_s(protocol, vital, phase)
+                for phase in phases
+            }
+            for vital in Vital
+        },
+        "priority_order": [priority.value for priority in PRIORITIES],
+        "alarm_levels": [level.value for level in ALARM_LEVELS],
+        "priority_level": {p.value: level.value for p, level in PRIORITY_LEVEL.items()},
+        "priority_colours": {p.value: colour for p, colour in PRIORITY_COLOURS.items()},
+        "level_colours": {level.value: colour for level, colour in LEVEL_COLOURS.items()},
+    }
+
+
+def snapshot(site: SiteView, seq: int, now: datetime, display: dict[str, Any]) -> dict[str, Any]:
+    """The site's whole state; `display` is `display_facts` of the running protocol."""
     return {
         "type": "snapshot",
         "site_id": site.site_id,
         "site_name": site.name,
         "seq": seq,
         "server_time": iso(now),
+        "display": display,
         "chairs": [
             _chair(chair, now)
             for chair in sorted(site.chairs.values(), key=lambda c: (c.position, c.chair_id))

@@ -14,6 +14,7 @@ from app.live.repository import load_site_view
 from app.live.views import LatestValue, SiteView
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
+from monitor.protocol import Protocol
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -23,10 +24,11 @@ def encode(message: dict[str, Any]) -> str:
 class LiveService:
     """Owns the in-memory site views and the hub; all methods run on the event loop."""
 
-    def __init__(self, db: Database, hub: Hub) -> None:
+    def __init__(self, db: Database, hub: Hub, protocol: Protocol) -> None:
         self._db = db
         self.hub = hub
         self._sites: dict[int, SiteView] = {}
+        self._display = messages.display_facts(protocol)  # the protocol is fixed per process
 
     async def site(self, site_id: int) -> SiteView | None:
         """The site's view, loaded from the database the first time it is needed."""
@@ -52,7 +54,7 @@ class LiveService:
         return subscription, self.snapshot_text(site)
 
     def snapshot_text(self, site: SiteView) -> str:
-        return encode(messages.snapshot(site, self.hub.seq(site.site_id), utcnow()))
+        return encode(messages.snapshot(site, self.hub.seq(site.site_id), utcnow(), self._display))
 
     def heartbeat_text(self, site_id: int) -> str:
         return encode(messages.heartbeat(site_id, self.hub.seq(site_id), utcnow()))

@@ -40,7 +40,7 @@ from contracts.review import (
     SessionSummary,
     SessionTrace,
 )
-from monitor.protocol import Protocol
+from monitor.protocol import PRIORITIES, Protocol
 
 router = APIRouter(prefix="/api/v1/review", tags=["review"])
 Db = Annotated[Database, Depends(get_db)]
@@ -64,7 +64,7 @@ ALARM_LOG_COLUMNS = (
     "marked_by",
     "marked_at",
 )
-_PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "crisis": 3}
+_PRIORITY_RANK = {priority.value: priority.rank for priority in PRIORITIES}
 
 
 async def _viewed(request: Request, who: Principal, session_id: int, what: str) -> None:
@@ -165,7 +165,7 @@ async def session_trace(
     max_points: Annotated[int, Query(ge=20, le=20000, description="Per vital.")] = 2000,
 ) -> SessionTrace:
     """The session for plotting, each vital down-sampled to min/max per column."""
-    trace = await db.run(service.trace, session_id, max_points)
+    trace = await db.run(service.trace, session_id, _protocol(request), max_points)
     await _viewed(request, who, session_id, "trace")
     return trace
 
@@ -330,7 +330,7 @@ async def patient_course(
 ) -> list[PatientSessionRow]:
     """A patient's sessions side by side, oldest first: baseline and peak BP per session.
     Only sessions at sites the caller may see are listed."""
-    rows = await db.run(service.patient_sessions, patient_id)
+    rows = await db.run(service.patient_sessions, patient_id, _protocol(request))
     visible = [row for row in rows if who.may_see(row.site_id)]
     if rows and not visible:
         raise Forbidden(f"you may not see the sessions of patient {patient_id}")

@@ -1,7 +1,11 @@
 """Summary figures of a session and of a site, from plain arrays (numpy only, no web stack).
 
-Times are seconds since the epoch (float64). A sample is *usable* when it carries no quality
-flag at all, the same trust the alarm engine gives it; unusable samples count for nothing.
+Times are seconds since the epoch (float64). A sample is *usable* by the alarm engine's own
+predicate (`monitor.conditions.sample_usable`: a finite value without the protocol's untrusted
+flags for its vital); unusable samples count for nothing. The engine also holds SpO2 and PR
+while the perfusion index is low: that is alarm state, which the figures do not replay.
+Limits compare as the protocol's operators do (`Op.holds`), and an NIBP baseline is the
+protocol's (`Protocol.baseline`).
 
 How long a value stands: a continuous vital's sample (HR, PR, SpO2) holds until the next
 usable sample of that vital, but at most `CONTINUOUS_HOLD_S`, since a longer gap is missing
@@ -18,13 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from monitor.protocol import PRIORITIES, Op, Protocol
+from monitor.vitals import VITALS, Vital
+
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
-CONTINUOUS_VITALS = ("hr", "pr", "spo2")
-NIBP_VITALS = ("nibp_sys", "nibp_dia", "nibp_mean")
+CONTINUOUS_VITALS = ("hr", "pr", "spo2")  # the perfusion index is no summary figure
+NIBP_VITALS = tuple(spec.vital.value for spec in VITALS.values() if spec.episodic)
 SUMMARY_VITALS = (*CONTINUOUS_VITALS, *NIBP_VITALS)
-PRIORITIES = ("low", "medium", "high", "crisis")
 CONTINUOUS_HOLD_S = 5.0
 NIBP_HOLD_S = 17 * 60.0
 SPO2_FLOOR = 90.0  # "seconds below 90 %"
@@ -62,7 +68,7 @@ class LimitSpec:
 
     rule_id: str
     vital: str
-    op: str  # "<", "<=", ">", ">="
+    op: Op
     limit: float
     priority: str
     changes: tuple[tuple[float, float], ...] = ()
@@ -146,25 +152,17 @@ def hold_durations(times: FloatArray, max_hold_s: float, end: float) -> FloatArr
     return np.minimum(following - times, max_hold_s)
 
 
-def _holds(op: str, values: FloatArray, limit: float | FloatArray) -> BoolArray:
-    if op == ">":
-        return values > limit
-    if op == ">=":
-        return values >= limit
-    if op == "<":
-        return values < limit
-    if op == "<=":
-        return values <= limit
-    raise ValueError(f"unknown comparison {op!r}")
-
-
 def _baseline(
-    series: VitalSeries, window: tuple[float, float] | None, stored: float | None
+    series: VitalSeries,
+    window: tuple[float, float] | None,
+    stored: float | None,
+    protocol: Protocol,
 ) -> float | None:
     """The engine's stored baseline if it set one; else the baseline phase's own readings.
 
-    NIBP: the mean of the phase's last two usable readings (the engine's rule). Continuous
-    vitals: the median of the phase's usable samples.
+    NIBP: the protocol's baseline of the phase's usable readings (`Protocol.baseline`).
+    Continuous vitals, which the engine takes no baseline of: the median of the phase's
+    usable samples.
     """
     if stored is not None:
         return stored
@@ -173,10 +171,10 @@ def _baseline(
     start, end = window
     inside = series.usable & (series.times >= start) & (series.times < end)
     values = series.values[inside]
+    if VITALS[Vital(series.vital)].episodic:
+        return protocol.baseline(values)
     if values.size == 0:
         return None
-    if series.vital in NIBP_VITALS:
-        return float(np.mean(values[-2:]))
     return float(np.median(values))
 
 
@@ -196,8 +194,12 @@ def session_figures(
     stored_baselines: Mapping[str, float],
     limits: Sequence[LimitSpec],
     alarms: Sequence[AlarmFacts],
+    protocol: Protocol,
 ) -> SessionFigures:
-    """Baseline, peak and time of peak per vital; time beyond each limit; SpO2; alarms."""
+    """Baseline, peak and time of peak per vital; time beyond each limit; SpO2; alarms.
+
+    `protocol` is the clinic's: it says what an NIBP baseline is.
+    """
     vitals: list[VitalFigures] = []
     for vital in SUMMARY_VITALS:
         one = series.get(vital)
@@ -205,7 +207,7 @@ def session_figures(
             vitals.append(VitalFigures(vital, None, None, None, None, None, 0))
             continue
         times, values = _usable(one)
-        baseline = _baseline(one, baseline_window, stored_baselines.get(vital))
+        baseline = _baseline(one, baseline_window, stored_baselines.get(vital), protocol)
         if values.size == 0:
             vitals.append(VitalFigures(vital, baseline, None, None, None, None, 0))
             continue
@@ -229,7 +231,7 @@ def session_figures(
         if one is not None:
             times, values = _usable(one)
             held = hold_durations(times, _hold_for(limit.vital), session_end)
-            seconds = float(held[_holds(limit.op, values, limit.in_force(times))].sum())
+            seconds = float(held[limit.op.holds(values, limit.in_force(times))].sum())
         beyond.append(LimitTime(limit, seconds / 60.0))
 
     spo2 = next((v for v in vitals if v.vital == "spo2"), None)
@@ -260,7 +262,7 @@ def _ack_delays(alarms: Sequence[AlarmFacts]) -> FloatArray:
 
 
 def _counts(alarms: Sequence[AlarmFacts]) -> dict[str, int]:
-    counts = dict.fromkeys(PRIORITIES, 0)
+    counts = {priority.value: 0 for priority in PRIORITIES}
     for alarm in alarms:
         counts[alarm.priority] = counts.get(alarm.priority, 0) + 1
     return counts

@@ -16,8 +16,9 @@ from jinja2 import Environment, select_autoescape
 from matplotlib.figure import Figure
 
 from contracts.review import AlarmLogEntry, SessionReview, SessionSummary, SessionTrace
+from monitor.display import PRIORITY_COLOURS
+from monitor.protocol import Priority
 
-PRIORITY_COLOURS = {"low": "#22a7c9", "medium": "#e8b400", "high": "#d62728", "crisis": "#8b0000"}
 PHASE_COLOURS = {
     "checked_in": "#f2f2f2",
     "baseline": "#e6f0fa",
@@ -46,6 +47,13 @@ def _seconds(value: float | None) -> str:
 
 def trace_png(trace: SessionTrace, width_in: float = 10.0, height_in: float = 4.6) -> bytes:
     """The trace as a static PNG: HR/PR, SpO2, NIBP against time, phases shaded, alarms."""
+    buffer = io.BytesIO()
+    trace_figure(trace, width_in, height_in).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def trace_figure(trace: SessionTrace, width_in: float, height_in: float) -> Figure:
+    """The report's figure: four rows on one time axis, the last one the alarms."""
     by_vital = {s.vital: s for s in trace.series}
     # A bare Figure, not pyplot: pyplot's global state is not safe across server threads.
     figure = Figure(figsize=(width_in, height_in), dpi=110)
@@ -92,7 +100,7 @@ def trace_png(trace: SessionTrace, width_in: float = 10.0, height_in: float = 4.
             [lane, lane],
             lw=3,
             solid_capstyle="butt",
-            color=PRIORITY_COLOURS.get(alarm.priority, "#555"),
+            color=PRIORITY_COLOURS[Priority(alarm.priority)],
         )
     alarms.set_yticks([])
     alarms.set_ylabel("alarms", fontsize=7)
@@ -101,9 +109,7 @@ def trace_png(trace: SessionTrace, width_in: float = 10.0, height_in: float = 4.
     # A session with no record after its check-in still gets a readable (one-minute) axis.
     alarms.set_xlim(trace.start, max(trace.end, trace.start + timedelta(minutes=1)))
     figure.tight_layout(pad=0.4, h_pad=0.2)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure
 
 
 def summary_rows(summary: SessionSummary) -> list[tuple[str, str, str, str, str]]:

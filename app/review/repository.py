@@ -33,8 +33,12 @@ from contracts.review import (
     SessionPage,
     SiteOption,
 )
+from monitor.conditions import sample_usable, untrusted_mask
+from monitor.display import HIGH_LEVEL_PRIORITIES
+from monitor.protocol import Protocol
+from monitor.vitals import Vital
 
-HIGH_PRIORITIES = ("high", "crisis")
+HIGH_PRIORITIES = tuple(priority.value for priority in HIGH_LEVEL_PRIORITIES)
 JULIAN_DAY_OF_1970 = 2440587.5  # 1970-01-01T00:00:00Z as a Julian day number
 
 
@@ -226,8 +230,9 @@ def epoch_seconds(column: Any, dialect: str) -> ColumnElement[float]:
     return cast(extract("epoch", column), Float)
 
 
-def session_series(session: Session, session_id: int) -> dict[str, VitalSeries]:
-    """Every sample of the session as numpy arrays per vital, in device-time order."""
+def session_series(session: Session, session_id: int, protocol: Protocol) -> dict[str, VitalSeries]:
+    """Every sample of the session as numpy arrays per vital, in device-time order, each
+    marked usable or not by the alarm engine's predicate under the clinic's protocol."""
     dialect = session.get_bind().dialect.name
     rows = session.execute(
         select(
@@ -245,13 +250,15 @@ def session_series(session: Session, session_id: int) -> dict[str, VitalSeries]:
     names = np.asarray(vitals)
     epochs: FloatArray = np.asarray(times, dtype=np.float64).round(3)  # device times carry ms
     numbers = np.asarray(values, dtype=np.float64)
-    usable = np.asarray(qualities) == 0
+    flags = np.asarray(qualities, dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])  # rows come grouped by vital
     ends = np.r_[starts[1:], len(rows)]
-    return {
-        str(names[a]): VitalSeries(str(names[a]), epochs[a:b], numbers[a:b], usable[a:b])
-        for a, b in zip(starts, ends, strict=True)
-    }
+    series = {}
+    for a, b in zip(starts, ends, strict=True):
+        vital = Vital(str(names[a]))
+        usable = sample_usable(numbers[a:b], flags[a:b], untrusted_mask(protocol, vital))
+        series[vital.value] = VitalSeries(vital.value, epochs[a:b], numbers[a:b], usable)
+    return series
 
 
 def session_events(session: Session, session_id: int) -> list[EventRow]:

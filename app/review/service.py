@@ -43,26 +43,17 @@ from contracts.review import (
     TraceSeries,
     VitalSummary,
 )
-from monitor.protocol import Protocol
+from monitor.protocol import VITAL_LABEL, Op, Phase, Protocol
 
-LABELS = {
-    "hr": "HR",
-    "pr": "PR",
-    "spo2": "SpO2",
-    "pi": "PI",
-    "nibp_sys": "SBP",
-    "nibp_dia": "DBP",
-    "nibp_mean": "MAP",
-}
+LABELS = {vital.value: label for vital, label in VITAL_LABEL.items()}
 UNITS = {"hr": "/min", "pr": "/min", "spo2": "%", "pi": "%"} | dict.fromkeys(NIBP_VITALS, "mmHg")
 TRACE_VITALS = ("hr", "pr", "spo2", "nibp_sys", "nibp_dia", "nibp_mean")
 _PHASE_OF_EVENT = {
-    "check_in": "checked_in",
-    "baseline_start": "baseline",
-    "infusion_start": "infusion",
-    "infusion_stop": "recovery",
+    "check_in": Phase.CHECKED_IN,
+    "baseline_start": Phase.BASELINE,
+    "infusion_start": Phase.INFUSION,
+    "infusion_stop": Phase.RECOVERY,
 }
-_OP_SYMBOL = {"<": "<", "<=": "≤", ">": ">", ">=": "≥"}
 
 
 def _moment(epoch: float | None) -> datetime | None:
@@ -95,11 +86,15 @@ class _Loaded:
         return max(latest)
 
 
-def _load(session: Session, session_id: int, *, with_samples: bool = True) -> _Loaded:
+def _load(session: Session, session_id: int, samples_under: Protocol | None) -> _Loaded:
+    """The stored session; its samples only with `samples_under`, the protocol that says
+    which of them are usable."""
     head = repository.session_head(session, session_id)
     return _Loaded(
         head,
-        repository.session_series(session, session_id) if with_samples else {},
+        {}
+        if samples_under is None
+        else repository.session_series(session, session_id, samples_under),
         repository.session_events(session, session_id),
         repository.session_alarms(session, session_id),
         repository.stored_baselines(session, session_id),
@@ -112,11 +107,11 @@ def phase_spans(
     head: repository.SessionHead, events: list[repository.EventRow], end: datetime
 ) -> list[PhaseSpan]:
     """Each phase from the event that began it to the next one (or the session's end)."""
-    starts: list[tuple[str, datetime]] = [("checked_in", head.started_at)]
+    starts: list[tuple[str, datetime]] = [(Phase.CHECKED_IN.value, head.started_at)]
     for event in events:
         phase = _PHASE_OF_EVENT.get(event.kind)
         if phase is not None and phase != starts[-1][0]:
-            starts.append((phase, max(event.at, starts[-1][1])))
+            starts.append((phase.value, max(event.at, starts[-1][1])))
     bounds = [moment for _, moment in starts[1:]] + [end]
     return [
         PhaseSpan(phase, start, stop) for (phase, start), stop in zip(starts, bounds, strict=True)
@@ -125,7 +120,7 @@ def phase_spans(
 
 def _baseline_window(phases: list[PhaseSpan]) -> tuple[float, float] | None:
     for span in phases:
-        if span.phase == "baseline":
+        if span.phase == Phase.BASELINE:
             return span.start.timestamp(), span.end.timestamp()
     return None
 
@@ -185,7 +180,7 @@ def protocol_limits(
     Baseline-relative limits count only when the session has a baseline for that vital.
     """
     limits: list[LimitSpec] = []
-    seen: set[tuple[str, str, float, tuple[tuple[float, float], ...]]] = set()
+    seen: set[tuple[str, Op, float, tuple[tuple[float, float], ...]]] = set()
     for rule in protocol.rules:
         vital = rule.vital.value
         if vital not in SUMMARY_VITALS:
@@ -199,14 +194,12 @@ def protocol_limits(
         changes = tuple(
             (o.at.timestamp(), offset + o.new_value) for o in overrides if o.rule_id == rule.id
         )
-        key = (vital, rule.op.value, offset + rule.limit, changes)
+        key = (vital, rule.op, offset + rule.limit, changes)
         if key in seen:
             continue
         seen.add(key)
         limits.append(
-            LimitSpec(
-                rule.id, vital, rule.op.value, offset + rule.limit, rule.priority.value, changes
-            )
+            LimitSpec(rule.id, vital, rule.op, offset + rule.limit, rule.priority.value, changes)
         )
     return limits
 
@@ -214,7 +207,7 @@ def protocol_limits(
 def _condition(limit: LimitSpec, started_at: datetime) -> str:
     """The condition as a clinician reads it: "SBP ≥ 160, 170 from minute 12" when this
     session overrode the limit at its twelfth minute."""
-    text = f"{LABELS[limit.vital]} {_OP_SYMBOL[limit.op]} {limit.limit:g}"
+    text = f"{LABELS[limit.vital]} {limit.op.symbol} {limit.limit:g}"
     for since, value in limit.changes:
         minute = max(0.0, (since - started_at.timestamp()) / 60.0)
         text += f", {value:g} from minute {minute:.0f}"
@@ -248,6 +241,7 @@ def _summary(loaded: _Loaded, protocol: Protocol) -> SessionSummary:
         stored_baselines=loaded.baselines,
         limits=[],
         alarms=_alarm_facts(loaded.alarms, marks),
+        protocol=protocol,
     )
     baselines = {v.vital: v.baseline for v in first.vitals}
     limits = protocol_limits(protocol, baselines, loaded.overrides)
@@ -258,6 +252,7 @@ def _summary(loaded: _Loaded, protocol: Protocol) -> SessionSummary:
         stored_baselines=loaded.baselines,
         limits=limits,
         alarms=_alarm_facts(loaded.alarms, marks),
+        protocol=protocol,
     )
     steps = rate_steps(loaded.events, end)
     return SessionSummary(
@@ -311,7 +306,7 @@ def _summary(loaded: _Loaded, protocol: Protocol) -> SessionSummary:
 
 def summary(session: Session, session_id: int, protocol: Protocol) -> SessionSummary:
     """The session's summary figures (see docs/REVIEW.md for each definition)."""
-    return _summary(_load(session, session_id), protocol)
+    return _summary(_load(session, session_id, protocol), protocol)
 
 
 def _alarm_log(loaded: _Loaded) -> list[AlarmLogEntry]:
@@ -344,7 +339,7 @@ def _alarm_log(loaded: _Loaded) -> list[AlarmLogEntry]:
 
 def alarm_log(session: Session, session_id: int) -> list[AlarmLogEntry]:
     """Every alarm of the session, oldest first, with its latest actionable mark."""
-    return _alarm_log(_load(session, session_id, with_samples=False))
+    return _alarm_log(_load(session, session_id, None))
 
 
 def _trace(loaded: _Loaded, max_points: int) -> SessionTrace:
@@ -410,23 +405,26 @@ def _trace(loaded: _Loaded, max_points: int) -> SessionTrace:
     )
 
 
-def trace(session: Session, session_id: int, max_points: int) -> SessionTrace:
-    """The session for plotting: at most about `max_points` points per vital."""
-    return _trace(_load(session, session_id), max_points)
+def trace(session: Session, session_id: int, protocol: Protocol, max_points: int) -> SessionTrace:
+    """The session for plotting: at most about `max_points` points per vital, the samples the
+    protocol does not trust apart."""
+    return _trace(_load(session, session_id, protocol), max_points)
 
 
 def review(session: Session, session_id: int, protocol: Protocol, max_points: int) -> SessionReview:
     """Figures, trace and alarm log from one read of the session: its page and its report."""
-    loaded = _load(session, session_id)
+    loaded = _load(session, session_id, protocol)
     return SessionReview(_summary(loaded, protocol), _trace(loaded, max_points), _alarm_log(loaded))
 
 
-def patient_sessions(session: Session, patient_id: int) -> list[PatientSessionRow]:
+def patient_sessions(
+    session: Session, patient_id: int, protocol: Protocol
+) -> list[PatientSessionRow]:
     """A patient's course, oldest first: baseline and peak blood pressure per session."""
     repository.require_patient(session, patient_id)
     rows = []
     for session_id in repository.patient_session_ids(session, patient_id):
-        loaded = _load(session, session_id)
+        loaded = _load(session, session_id, protocol)
         phases = phase_spans(loaded.head, loaded.events, loaded.end)
         figures = session_figures(
             loaded.series,
@@ -435,6 +433,7 @@ def patient_sessions(session: Session, patient_id: int) -> list[PatientSessionRo
             stored_baselines=loaded.baselines,
             limits=[],
             alarms=_alarm_facts(loaded.alarms, {}),
+            protocol=protocol,
         )
         by_vital = {v.vital: v for v in figures.vitals}
         rows.append(

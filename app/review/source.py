@@ -57,13 +57,13 @@ class DatabaseReviewSource:
         return self._run(lambda s: service.summary(s, session_id, self._protocol))
 
     def trace(self, session_id: int, max_points: int) -> SessionTrace:
-        return self._run(lambda s: service.trace(s, session_id, max_points))
+        return self._run(lambda s: service.trace(s, session_id, self._protocol, max_points))
 
     def review(self, session_id: int, max_points: int) -> SessionReview:
         return self._run(lambda s: service.review(s, session_id, self._protocol, max_points))
 
     def patient_sessions(self, patient_id: int) -> list[PatientSessionRow]:
-        return self._run(lambda s: service.patient_sessions(s, patient_id))
+        return self._run(lambda s: service.patient_sessions(s, patient_id, self._protocol))
 
     def alarm_log(self, session_id: int) -> list[AlarmLogEntry]:
         return self._run(lambda s: service.alarm_log(s, session_id))

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.storage.models import EventKind, SessionPhase
+from app.storage.models import EventKind
+from monitor.protocol import Phase
 
 
 class PatientIn(BaseModel):
@@ -51,7 +52,7 @@ class SessionOut(BaseModel):
     chair_id: int
     site_id: int
     patient_initials: str
-    phase: SessionPhase
+    phase: Phase  # the alarm engine's phases are the session's (no copy to keep in step)
     started_at: datetime
     ended_at: datetime | None
     events: list[EventOut]

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from app.storage.types import UTCDateTime
+from monitor.protocol import Phase
 
 # Named constraints let one Alembic history alter tables on SQLite (batch mode) and PostgreSQL.
 NAMING_CONVENTION = {
@@ -43,12 +44,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class SessionPhase(enum.StrEnum):
-    CHECKED_IN = "checked_in"
-    BASELINE = "baseline"
-    INFUSION = "infusion"
-    RECOVERY = "recovery"
-    DISCHARGED = "discharged"
+# A session's phase is the alarm engine's own enum, not a copy of it: the codes stored, served
+# and evaluated are one definition.
+SessionPhase = Phase
 
 
 class EventKind(enum.StrEnum):

@@ -21,7 +21,13 @@
     nibp_dia: { name: "DBP", color: "#e3b341", axis: "y", marker: "triangle-up" },
     nibp_mean: { name: "MAP", color: "#d29922", axis: "y", marker: "circle" },
   };
-  var ALARM_COLOR = { high: "#f85149", crisis: "#f85149", medium: "#e3b341", low: "#e3b341" };
+  // Alarm colours come from the server (the snapshot's display facts); none are kept here.
+  function colourOf(table, key) {
+    var display = window.vigilLive ? window.vigilLive.display : null;
+    var colour = display && display[table] ? display[table][key] : undefined;
+    if (colour === undefined) console.error("vigil: the snapshot's display facts have no " + table + "." + key);
+    return colour;
+  }
   var EVENT_LABEL = {
     check_in: "check-in", baseline_start: "baseline", infusion_start: "infusion start",
     rate_change: "rate", infusion_pause: "pause", infusion_resume: "resume",
@@ -74,7 +80,8 @@
     var shapes = [], annotations = [];
     trend.alarms.forEach(function (alarm) {
       var x = localIso(Date.parse(alarm.raised_at));
-      var color = alarm.kind === "technical" ? "#39c5cf" : ALARM_COLOR[alarm.priority];
+      var color = alarm.kind === "technical" ? colourOf("level_colours", "technical") :
+        colourOf("priority_colours", alarm.priority);
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
         line: { color: color, width: 2 } });
       annotations.push({ x: x, y: 1, xref: "x", yref: "paper", text: alarm.text, showarrow: false,
@@ -91,7 +98,7 @@
     trend.limits.forEach(function (limit) {
       if (limit.vital !== "spo2" || limit.priority === "crisis") return;
       shapes.push({ type: "line", xref: "paper", yref: "y2", x0: 0, x1: 1, y0: limit.limit, y1: limit.limit,
-        line: { color: ALARM_COLOR[limit.priority], width: 1, dash: "dash" } });
+        line: { color: colourOf("priority_colours", limit.priority), width: 1, dash: "dash" } });
     });
     var now = Date.parse(trend.server_time);
     return {

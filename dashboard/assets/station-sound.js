@@ -17,7 +17,13 @@
     low: { starts: [0], pulseMs: 250, hz: 520, everyMs: 30000 },
     technical: { starts: [0, 300], pulseMs: 200, hz: 440, everyMs: 30000 },
   };
-  var RANK = { high: 4, medium: 3, technical: 2, low: 1 };
+  // Which level is more urgent: the server's order (the snapshot's display facts).
+  function rank(level) {
+    var display = window.vigilLive ? window.vigilLive.display : null;
+    var found = display && display.alarm_levels ? display.alarm_levels.indexOf(level) : -1;
+    if (found < 0) console.error("vigil: the snapshot's display facts have no alarm level " + level);
+    return found;
+  }
 
   var sound = {
     enabled: false,
@@ -83,7 +89,7 @@
   sound.update = function (sounding, pausedText) {
     var top = null;
     sounding.forEach(function (level) {
-      if (!top || RANK[level] > RANK[top]) top = level;
+      if (!top || rank(level) > rank(top)) top = level;
     });
     if (top !== sound.level) sound.lastPlayedAt = {}; // a new top level sounds at once
     sound.level = top;

@@ -17,7 +17,6 @@
 
   var LINK_TIMEOUT_MS = 5000;
   var BACKOFF_MAX_MS = 30000;
-  var FRESH_S = { hr: 10, pr: 10, spo2: 10, nibp: 20 * 60 };
   var SPARK_WINDOW_S = 15 * 60;
   var SPARK_BUCKET_S = 5;
   var SPARK_REDRAW_MS = 5000; // sparklines move in 5 s steps: cheap for 30 chairs
@@ -36,6 +35,9 @@
     spark: {}, // chair_id -> {hr: [[t_ms, v]], spo2: [...], pr: [...]} bucket means
     pausedUntil: {}, // session_id -> ms (server clock) when its audio pause ends
     station: { nibp_interval_s: {}, audio_pause_s: 120, device_silent_s: 10 },
+    // The protocol's display facts, from the snapshot: freshness, priority order, levels,
+    // colours. Nothing here has a default: a missing fact is a bug, logged to the console.
+    display: null,
     filters: {},
     sort: "chair",
     latency: [], // receipt by the server → tile painted, ms
@@ -99,24 +101,47 @@
     el.classList.toggle("no-value", !receivedTime);
   }
 
+  var reported = {};
+  function missingFact(what) {
+    if (reported[what]) return;
+    reported[what] = true;
+    console.error("vigil: the snapshot's display facts have no " + what);
+  }
+
+  function displayFact(table, key) {
+    var value = link.display && link.display[table] ? link.display[table][key] : undefined;
+    if (value === undefined) missingFact(table + "." + key);
+    return value;
+  }
+
+  // How old a value of `vital` may be before it is stale, in the chair's phase ("" or
+  // undefined: no session). Undefined when the server did not say: never fresh then.
+  function freshS(vital, phase) {
+    var byPhase = displayFact("fresh_s", vital);
+    var key = phase || "no_session";
+    var seconds = byPhase ? byPhase[key] : undefined;
+    if (byPhase && typeof seconds !== "number") missingFact("fresh_s." + vital + "." + key);
+    return seconds;
+  }
+
   function isFresh(entry, limitS) {
     return (serverNow() - Date.parse(entry.received_time)) / 1000 <= limitS;
   }
 
   // Heart rate from the ECG when it is there, else the oximeter's pulse rate.
-  function rateVital(v) {
-    return v.hr && isFresh(v.hr, FRESH_S.hr) ? "hr" : v.pr ? "pr" : "hr";
+  function rateVital(v, phase) {
+    return v.hr && isFresh(v.hr, freshS("hr", phase)) ? "hr" : v.pr ? "pr" : "hr";
   }
 
   // The SpO2 signal-quality mark: the device's flags first, then the perfusion index.
-  function signalQuality(v) {
+  function signalQuality(v, phase) {
     var q = v.spo2 ? v.spo2.quality || [] : [];
     if (q.indexOf("probe_off") >= 0) return ["poor", "probe off"];
     if (q.indexOf("cuff_inflating") >= 0) return ["poor", "cuff"];
     if (q.indexOf("artifact") >= 0) return ["poor", "artifact"];
     if (q.indexOf("low_perfusion") >= 0) return ["poor", "low signal"];
     if (q.indexOf("questionable") >= 0) return ["poor", "?"];
-    if (v.pi && isFresh(v.pi, FRESH_S.spo2)) {
+    if (v.pi && isFresh(v.pi, freshS("pi", phase))) {
       if (v.pi.value <= 0.4) return ["poor", "PI " + v.pi.value.toFixed(1)];
       if (v.pi.value < 1) return ["fair", "PI " + v.pi.value.toFixed(1)];
       return ["good", "PI " + v.pi.value.toFixed(1)];
@@ -134,11 +159,12 @@
     tile.dataset.phase = session ? session.phase : "";
 
     var v = chair.vitals;
-    var rate = rateVital(v);
+    var phase = session ? session.phase : "";
+    var rate = rateVital(v, phase);
     var r = v[rate];
     setVital(tile, "hr", r ? fmt(r.value) : "---", rate === "pr" ? "PR" : "HR", r && r.received_time);
     setVital(tile, "spo2", v.spo2 ? fmt(v.spo2.value) : "---", null, v.spo2 && v.spo2.received_time);
-    var sq = signalQuality(v);
+    var sq = signalQuality(v, phase);
     var mark = tile.querySelector(".signal");
     setText(mark, sq[1]);
     mark.className = "signal" + (sq[0] ? " sq-" + sq[0] : "");
@@ -150,17 +176,24 @@
   }
 
   // IEC 60601-1-8: high red flashing ~2 Hz, medium yellow ~0.5 Hz; technical alarms cyan.
-  var RANK = { crisis: 4, high: 3, medium: 2, low: 1 };
+  // Orders and levels come from the server (the snapshot's display facts), least urgent first.
+  function rankIn(table, name) {
+    var order = link.display ? link.display[table] : undefined;
+    var rank = order ? order.indexOf(name) : -1;
+    if (rank < 0) missingFact(table + " " + name);
+    return rank;
+  }
 
   function alarmLevel(alarm) {
     if (alarm.kind === "technical") return "technical";
-    return alarm.priority === "crisis" ? "high" : alarm.priority;
+    return displayFact("priority_level", alarm.priority);
   }
 
   function orderedAlarms(chair) {
     return (chair.alarms || []).slice().sort(function (a, b) {
       return (b.state === "raised") - (a.state === "raised") ||
-        RANK[b.priority] - RANK[a.priority] || Date.parse(b.raised_at) - Date.parse(a.raised_at);
+        rankIn("priority_order", b.priority) - rankIn("priority_order", a.priority) ||
+        Date.parse(b.raised_at) - Date.parse(a.raised_at);
     });
   }
 
@@ -168,8 +201,8 @@
     var top = orderedAlarms(chair)[0];
     var score = 0;
     if (top) {
-      var levelScore = { high: 40, medium: 30, technical: 25, low: 20 }[alarmLevel(top)];
-      score = levelScore + (top.state === "raised" ? 5 : 0);
+      // 20, 30, 40, 50 by level; a raised alarm 5 more than an acknowledged one.
+      score = 20 + 10 * rankIn("alarm_levels", alarmLevel(top)) + (top.state === "raised" ? 5 : 0);
     }
     if (chair.disconnected) score = Math.max(score, 15);
     return score;
@@ -406,12 +439,10 @@
       }
       var seconds = (now - Date.parse(received)) / 1000;
       var code = el.dataset.vital;
-      var freshS = FRESH_S[code];
       var tile = el.closest(".tile");
-      if (code === "nibp" && tile && link.station.nibp_interval_s[tile.dataset.phase]) {
-        freshS = link.station.nibp_interval_s[tile.dataset.phase] + 120;
-      }
-      el.classList.toggle("stale", !linkUp || seconds > freshS);
+      var limitS = freshS(code === "nibp" ? "nibp_sys" : code, tile ? tile.dataset.phase : "");
+      // Not "seconds > limitS": without a limit from the server the value is stale.
+      el.classList.toggle("stale", !linkUp || !(seconds <= limitS));
       // NIBP ages in whole minutes: the tile's one line also holds the next-cuff countdown.
       var ageText = code !== "nibp" ? formatAge(seconds) :
         seconds < 60 ? Math.max(0, Math.floor(seconds)) + " s ago" : Math.floor(seconds / 60) + " min ago";
@@ -476,6 +507,12 @@
 
   function applySnapshot(msg) {
     link.seq = msg.seq;
+    link.display = msg.display || null;
+    if (!link.display) missingFact("(the snapshot has no display)");
+    var colours = link.display ? link.display.level_colours || {} : {};
+    Object.keys(colours).forEach(function (level) {
+      document.documentElement.style.setProperty("--" + level, colours[level]);
+    });
     link.chairs = {};
     var occupied = 0;
     msg.chairs.forEach(function (chair) {

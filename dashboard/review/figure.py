@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from contracts.review import SessionTrace
+from monitor.display import PRIORITY_COLOURS
+from monitor.protocol import Priority
 
-PRIORITY_COLOURS = {"low": "#22a7c9", "medium": "#e3b341", "high": "#f85149", "crisis": "#b3001b"}
 PHASE_COLOURS = {
     "checked_in": "rgba(125,133,144,0.10)",
     "baseline": "rgba(88,166,255,0.12)",
@@ -159,7 +160,7 @@ def trace_figure(trace: SessionTrace) -> dict[str, Any]:
                 "x1": _ms(alarm.end),
                 "y0": lane + 0.1,
                 "y1": lane + 0.9,
-                "fillcolor": PRIORITY_COLOURS.get(alarm.priority, "#7d8590"),
+                "fillcolor": PRIORITY_COLOURS[Priority(alarm.priority)],
                 "line": {"width": 0},
                 "name": f"alarm:{alarm.priority}:{alarm.alarm_id}",
             }
@@ -185,7 +186,7 @@ def trace_figure(trace: SessionTrace) -> dict[str, Any]:
                 "y": [lane + 0.5 for lane in range(len(trace.alarms))],
                 "mode": "markers",
                 "marker": {
-                    "color": [PRIORITY_COLOURS.get(a.priority, "#7d8590") for a in trace.alarms],
+                    "color": [PRIORITY_COLOURS[Priority(a.priority)] for a in trace.alarms],
                     "size": 6,
                     "symbol": "line-ns-open",
                 },

@@ -20,6 +20,8 @@ from contracts.review import (
     SessionSummary,
 )
 from dashboard.review.figure import trace_figure
+from monitor.display import HIGH_LEVEL_PRIORITIES, LEVEL_COLOURS, AlarmLevel
+from monitor.protocol import PRIORITIES
 
 SESSION_PATH = re.compile(r"^/review/sessions/(\d+)/?$")
 PAGE_SIZE = 25
@@ -184,8 +186,8 @@ def summary_tables(summary: SessionSummary) -> html.Div:
     figures = [
         ("lowest SpO2", f"{_number(summary.lowest_spo2)} % at {_clock(summary.lowest_spo2_at)}"),
         ("seconds SpO2 below 90 %", f"{summary.seconds_spo2_below_90:.0f}"),
-        ("alarms low / medium / high / crisis",
-         " / ".join(str(counts.get(p, 0)) for p in ("low", "medium", "high", "crisis"))),
+        (f"alarms {' / '.join(PRIORITIES)}",
+         " / ".join(str(counts.get(p, 0)) for p in PRIORITIES)),
         ("median time to acknowledge",
          "—" if summary.median_ack_s is None else f"{summary.median_ack_s:.0f} s"),
         ("total dose", f"{_number(summary.total_dose_mg_per_kg, 2)} mg/kg"),
@@ -279,8 +281,12 @@ def session_page(source: ReviewSource, session_id: int) -> html.Div:
                 style_cell={"backgroundColor": "#0d1117", "color": "#e6edf3", "textAlign": "left"},
                 style_data_conditional=[
                     {
-                        "if": {"filter_query": '{priority} = "high" || {priority} = "crisis"'},
-                        "color": "#f85149",
+                        "if": {
+                            "filter_query": " || ".join(
+                                f'{{priority}} = "{p}"' for p in HIGH_LEVEL_PRIORITIES
+                            )
+                        },
+                        "color": LEVEL_COLOURS[AlarmLevel.HIGH],
                     },
                 ],
             ),
