@@ -59,9 +59,11 @@ def test_raise_and_clear_a_medium_alarm() -> None:
     assert [a.alarm_id for a in life.active()] == [record.alarm_id]
 
     cleared = life.apply(change("hr", False, 20, value=100))
-    assert [(r.event, r.state, r.value, r.alarm_id) for r in cleared] == [
-        (E.CLEARED, AlarmState.CLEARED, 100, record.alarm_id)
+    # The alarm keeps the value that raised it; the transition says what ended it.
+    assert [(r.event, r.state, r.value, r.reading, r.alarm_id) for r in cleared] == [
+        (E.CLEARED, AlarmState.CLEARED, 115, 100, record.alarm_id)
     ]
+    assert (cleared[0].cleared_at, cleared[0].acknowledged_at) == (20, None)
     assert life.active() == []
 
 
