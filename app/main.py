@@ -47,7 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database(settings.resolved_database_url)
 
     live = LiveService(db, Hub(settings.client_queue_size))
-    alarms = AlarmService(db, live, load_clinic_protocol(settings.protocol_file))
+    alarms = AlarmService(db, load_clinic_protocol(settings.protocol_file))
+    alarms.published.subscribe(live.publish_alarm)
+    ingest = IngestService(db, settings)
+    # In this order: the screens get a batch's samples, then the alarm engine evaluates it.
+    ingest.committed.subscribe(live.publish_batch)
+    ingest.committed.subscribe(alarms.on_batch)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.live = live
     app.state.alarms = alarms
-    app.state.ingest = IngestService(db, live, alarms, settings)
+    app.state.ingest = ingest
     app.state.sessions = SessionService(db, live, alarms)
     app.state.auth = AuthService(db, AuditTrail(db), settings)
 

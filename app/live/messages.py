@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.ingest.repository import StoredBatch
+from app.events import StoredBatch
 from app.live.views import ChairView, LatestValue, SiteView
 from app.timeutil import iso
 from monitor.vitals import SampleQuality

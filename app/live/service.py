@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from app.alarms.schemas import AlarmOut
-from app.ingest.repository import StoredBatch
+from fastapi import Request
+
+from app.events import AlarmPublished, StoredBatch
 from app.live import messages
 from app.live.hub import Hub, Subscription
 from app.live.repository import load_site_view
 from app.live.views import LatestValue, SiteView
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
+from monitor.lifecycle import AlarmState
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -57,27 +58,23 @@ class LiveService:
     def heartbeat_text(self, site_id: int) -> str:
         return encode(messages.heartbeat(site_id, self.hub.seq(site_id), utcnow()))
 
-    def publish_alarm(
-        self,
-        site_id: int,
-        event: str,
-        actor: str | None,
-        alarm: AlarmOut,
-        audio_paused_until: datetime | None = None,
-    ) -> None:
+    async def publish_alarm(self, published: AlarmPublished) -> None:
         """Keep the site's live alarms current and send the transition to every screen."""
+        alarm = published.alarm
         body = alarm.model_dump(mode="json")
-        site = self._sites.get(site_id)
+        site = self._sites.get(published.site_id)
         chair = site.chairs.get(alarm.chair_id) if site else None
         if chair is not None:
-            if alarm.state == "cleared":
+            if alarm.state is AlarmState.CLEARED:
                 chair.alarms.pop(alarm.alarm_id, None)
             else:
                 chair.alarms[alarm.alarm_id] = body
-        message = messages.alarm(site_id, event, actor, body, utcnow())
-        if audio_paused_until is not None:
-            message["audio_paused_until"] = iso(audio_paused_until)
-        self.hub.publish(site_id, message)
+        message = messages.alarm(
+            published.site_id, published.event.value, published.actor, body, utcnow()
+        )
+        if published.audio_paused_until is not None:
+            message["audio_paused_until"] = iso(published.audio_paused_until)
+        self.hub.publish(published.site_id, message)
 
     async def publish_batch(self, batch: StoredBatch) -> None:
         if batch.site_id is None or batch.chair_id is None:
@@ -103,3 +100,9 @@ class LiveService:
                     int(observation.quality),
                 )
         self.hub.publish(batch.site_id, messages.samples(batch, utcnow()))
+
+
+async def get_live(request: Request) -> LiveService:
+    """The app's LiveService (built by `create_app`), as a FastAPI dependency."""
+    service: LiveService = request.app.state.live
+    return service

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi import Request
+
 from app.alarms.service import AlarmService
 from app.live.service import LiveService
 from app.sessions import repository
@@ -46,3 +48,9 @@ class SessionService:
 
     async def get(self, session_id: int) -> SessionOut:
         return await self._db.run(repository.session_out, session_id)
+
+
+async def get_session_service(request: Request) -> SessionService:
+    """The app's SessionService (built by `create_app`), as a FastAPI dependency."""
+    service: SessionService = request.app.state.sessions
+    return service
