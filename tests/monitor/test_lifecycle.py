@@ -109,7 +109,8 @@ def test_acknowledged_alarm_clears_when_its_condition_ends() -> None:
     assert ack.condition_active
     (alarm,) = life.active()
     assert not alarm.audible
-    assert alarm.acknowledged_by == "rn"
+    assert (alarm.acknowledged_by, alarm.acknowledged_at) == ("rn", 5)
+    assert ack.alarm == alarm  # the transition carries the alarm's one record
     assert [r.event for r in life.apply(change("spo2", False, 9, Priority.HIGH))] == [E.CLEARED]
     # A new occurrence is a new alarm with a new id.
     (again,) = life.apply(change("spo2", True, 20, Priority.HIGH))
