@@ -11,7 +11,7 @@ from app.events import AlarmPublished, StoredBatch
 from app.live import messages
 from app.live.hub import Hub, Subscription
 from app.live.repository import load_site_view
-from app.live.views import LatestValue, SiteView
+from app.live.views import LatestValue, SessionView, SiteView
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
 from monitor.lifecycle import AlarmState
@@ -46,6 +46,22 @@ class LiveService:
         else:
             self._sites[site_id] = view
         self.hub.resync_all(site_id)
+
+    async def session_changed(
+        self, site_id: int, chair_id: int, session: SessionView | None, event: str
+    ) -> None:
+        """A session event, stored: that chair's view changes in memory and the site's
+        screens get a `session` delta. Nothing is read from the database, and no screen
+        resyncs, unless the chair is new to the view (then the site is reloaded)."""
+        site = self._sites.get(site_id)
+        if site is None:
+            return  # no screen shows the site: the first one to open it loads it fresh
+        chair = site.chairs.get(chair_id)
+        if chair is None:
+            await self.reload_site(site_id)
+            return
+        chair.session = session
+        self.hub.publish(site_id, messages.session(site_id, chair_id, event, session, utcnow()))
 
     def subscribe(self, site: SiteView) -> tuple[Subscription, str]:
         """Subscribe and take the matching snapshot in one step (no await between them)."""
