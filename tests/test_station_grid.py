@@ -323,7 +323,7 @@ def test_the_chair_view_shows_the_last_hour_and_records_events(
     expect(page.locator("#chair-events li").first).to_contain_text("infusion stop", timeout=5000)
     seen = page.evaluate("window.seenTypes")
     assert seen.count("session") == 3, seen
-    assert "snapshot" not in seen and "resync" not in seen, seen
+    assert {"snapshot", "resync"}.isdisjoint(seen), seen
     session = httpx.get(
         f"{live_server.http_url}/api/v1/sessions/2", headers=clinic.auth("clinician")
     ).json()
