@@ -18,7 +18,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
 from app import __version__
-from app.adapters.runtime import install_adapters
+from app.adapters.endpoints import router as adapters_router
+from app.adapters.runtime import build_runtime
+from app.adapters.ws_ingest import router as ws_ingest_router
 from app.alarms.endpoints import router as alarms_router
 from app.alarms.service import AlarmService, load_clinic_protocol
 from app.auth.audit import AuditTrail
@@ -27,7 +29,9 @@ from app.auth.deps import SignedIn
 from app.auth.endpoints import router as auth_router
 from app.auth.service import AuthService
 from app.auth.web import router as sign_in_router
+from app.devices.endpoints import router as devices_router
 from app.errors import install_error_handlers
+from app.exports.endpoints import router as exports_router
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
@@ -52,13 +56,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     protocol = load_clinic_protocol(settings.protocol_file)
     live = LiveService(db, Hub(settings.client_queue_size), protocol)
-    alarms = AlarmService(db, live, protocol)
+    alarms = AlarmService(db, protocol)
+    alarms.published.subscribe(live.publish_alarm)
+    ingest = IngestService(db, settings)
+    # In this order: the screens get a batch's samples, then the alarm engine evaluates it.
+    ingest.committed.subscribe(live.publish_batch)
+    ingest.committed.subscribe(alarms.on_batch)
+    auth = AuthService(db, AuditTrail(db), settings)
+    adapters = build_runtime(db, ingest, auth)
+    adapters.events.subscribe(alarms.on_adapter_event)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await alarms.start()
         try:
-            yield
+            # Adapters start once alarms are restored, and stop while the database is open.
+            await adapters.start()
+            try:
+                yield
+            finally:
+                await adapters.stop()
         finally:
             await alarms.stop()
             db.close()
@@ -77,9 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.live = live
     app.state.alarms = alarms
-    app.state.ingest = IngestService(db, live, alarms, settings)
+    app.state.ingest = ingest
     app.state.sessions = SessionService(db, live, alarms)
-    app.state.auth = AuthService(db, AuditTrail(db), settings)
+    app.state.auth = auth
+    app.state.adapters = adapters
 
     install_error_handlers(app)
 
@@ -116,8 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live_router)
     app.include_router(review_router)
     app.include_router(trends_router)
-    install_adapters(app, db, app.state.ingest, app.state.auth)
-    app.state.adapters.events.subscribe(alarms.on_adapter_event)
+    app.include_router(devices_router)
+    app.include_router(exports_router)
+    app.include_router(ws_ingest_router)
+    app.include_router(adapters_router)
     return app
 
 

@@ -32,8 +32,8 @@ from monitor.conditions import (
 )
 from monitor.evaluator import VectorEvaluator
 from monitor.lifecycle import (
-    ActiveAlarm,
     AlarmLifecycle,
+    AlarmRecord,
     AlarmTransition,
     ConditionChange,
     IdFactory,
@@ -262,12 +262,12 @@ class AlarmEngine:
         """When the session's audio pause ends (epoch seconds), or None if it is not paused."""
         return self._lifecycle.audio_paused_until(key)
 
-    def active_alarms(self, key: str | None = None) -> list[ActiveAlarm]:
+    def active_alarms(self, key: str | None = None) -> list[AlarmRecord]:
         return self._lifecycle.active(key)
 
     # --- restart --------------------------------------------------------------------------
 
-    def restore(self, records: Iterable[AlarmTransition]) -> list[ActiveAlarm]:
+    def restore(self, records: Iterable[AlarmRecord]) -> list[AlarmRecord]:
         """Reload stored alarms after a restart. Add the sessions (in their current phase)
         first; records of sessions not being watched are ignored. A restored alarm whose
         condition was active is marked active in the evaluator too, so it clears on the
@@ -356,8 +356,8 @@ class AlarmEngine:
 
 __all__ = [
     "VITAL_INDEX",
-    "ActiveAlarm",
     "AlarmEngine",
+    "AlarmRecord",
     "AlarmTransition",
     "LimitOverride",
     "SampleBatch",

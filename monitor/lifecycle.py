@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import heapq
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from monitor.protocol import AlarmKind, LifecycleSettings, Priority
 
@@ -60,52 +60,33 @@ class ConditionChange:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class AlarmTransition:
-    """One change to one alarm: the record the server stores and broadcasts.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmRecord:
+    """One alarm as it stands: the single definition of an alarm's fields.
 
-    `text` is the alarm's text as raised ("SpO2 86 ≤ 90"); `value` and `limit` are those at
-    this transition. `raised_at` and `escalate_at` let `AlarmLifecycle.restore` rebuild the
-    alarm after a restart.
+    The lifecycle keeps its live alarms as these, every `AlarmTransition` is one (plus what
+    happened), the server stores it (`app.storage.models.Alarm` maps to and from it), and
+    the API and the screens show it (`app.events.AlarmOut` is derived from it). Times are
+    epoch seconds.
     """
 
     alarm_id: str
     session_key: str
     rule_id: str
     kind: AlarmKind
-    priority: Priority
-    event: TransitionEvent
+    priority: Priority  # the current one: escalation raises it
     state: AlarmState
-    time: float
-    value: float | None
+    text: str  # as raised ("SpO2 86 ≤ 90")
+    value: float | None  # the value that raised the alarm, or brought its condition back
     limit: float | None
-    text: str
-    actor: str | None
     condition_active: bool
     audio_paused: bool
     raised_at: float
-    escalate_at: float | None
-    protocol_version: str
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveAlarm:
-    """A snapshot of a live (not yet cleared) alarm."""
-
-    alarm_id: str
-    session_key: str
-    rule_id: str
-    kind: AlarmKind
-    priority: Priority
-    state: AlarmState
-    condition_active: bool
-    raised_at: float
-    value: float | None
-    limit: float | None
-    text: str
-    acknowledged_by: str | None
-    audio_paused: bool
-    escalate_at: float | None
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    cleared_at: float | None = None
+    escalate_at: float | None = None  # when an unacknowledged alarm goes up one priority
+    protocol_version: str = ""
 
     @property
     def audible(self) -> bool:
@@ -116,29 +97,42 @@ class ActiveAlarm:
         """The IEC 60601-1-8 priority to display: crisis is shown as high."""
         return Priority.HIGH if self.priority is Priority.CRISIS else self.priority
 
+    @property
+    def alarm(self) -> AlarmRecord:
+        """This alarm's record alone (a transition without what happened)."""
+        if type(self) is AlarmRecord:
+            return self
+        return AlarmRecord(**{name: getattr(self, name) for name in _RECORD_FIELDS})
 
-@dataclass
-class _Alarm:
-    alarm_id: str
-    session_key: str
-    rule_id: str
-    kind: AlarmKind
-    priority: Priority
-    state: AlarmState
-    condition_active: bool
-    raised_at: float
-    value: float | None
-    limit: float | None
-    text: str
-    acknowledged_by: str | None = None
-    escalate_at: float | None = None
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmTransition(AlarmRecord):
+    """One change to one alarm: the record the server stores and broadcasts.
+
+    It is the alarm's record just after the change, plus what happened (`event`), when, and
+    who did it. `reading` is the value at this change: for CLEARED and CONDITION_ENDED the
+    value that ended the condition, otherwise the alarm's own `value`. A list of
+    transitions (or of records) is what `AlarmLifecycle.restore` rebuilds alarms from.
+    """
+
+    event: TransitionEvent
+    time: float
+    actor: str | None = None
+    reading: float | None = None
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(AlarmRecord))
 
 
 IdFactory = Callable[[str, str, float], str]
 
 
 class AlarmLifecycle:
-    """The live alarms of every session, and the rules for how they change."""
+    """The live alarms of every session, and the rules for how they change.
+
+    Each live alarm is held as its `AlarmRecord`, replaced (never mutated) on every change;
+    `audio_paused` is a session's state, so it is filled in when a record is handed out.
+    """
 
     def __init__(
         self,
@@ -150,7 +144,7 @@ class AlarmLifecycle:
         self.settings = settings
         self.protocol_version = protocol_version
         self._id_factory = id_factory
-        self._alarms: dict[str, _Alarm] = {}
+        self._alarms: dict[str, AlarmRecord] = {}
         self._by_condition: dict[tuple[str, str], str] = {}
         self._by_session: dict[str, dict[str, None]] = {}  # ordered set of alarm ids
         self._paused: dict[str, float] = {}  # session → audio paused until
@@ -169,8 +163,9 @@ class AlarmLifecycle:
             if alarm is not None:
                 if alarm.condition_active:
                     return []  # already known (e.g. restored after a restart)
-                alarm.condition_active = True
-                alarm.value, alarm.limit = change.value, change.limit
+                alarm = self._put(
+                    replace(alarm, condition_active=True, value=change.value, limit=change.limit)
+                )
                 resumed = self._break_through(alarm.session_key, change.time, alarm)
                 return [
                     self._record(alarm, TransitionEvent.CONDITION_RETURNED, change.time),
@@ -179,23 +174,29 @@ class AlarmLifecycle:
             return self._raise(change)
         if alarm is None:
             return []
-        alarm.condition_active = False
+        alarm = self._put(replace(alarm, condition_active=False))
         if alarm.state is AlarmState.RAISED and self._latches(alarm):
             return [
                 self._record(
-                    alarm, TransitionEvent.CONDITION_ENDED, change.time, value=change.value
+                    alarm, TransitionEvent.CONDITION_ENDED, change.time, reading=change.value
                 )
             ]
-        return [self._clear(alarm, change.time, None, value=change.value)]
+        return [self._clear(alarm, change.time, None, reading=change.value)]
 
     def acknowledge(self, alarm_id: str, *, actor: str, time: float) -> list[AlarmTransition]:
         """A person acknowledged an alarm; a latched alarm whose condition ended clears."""
         alarm = self._alarms.get(alarm_id)
         if alarm is None or alarm.state is not AlarmState.RAISED:
             return []
-        alarm.state = AlarmState.ACKNOWLEDGED
-        alarm.acknowledged_by = actor
-        alarm.escalate_at = None
+        alarm = self._put(
+            replace(
+                alarm,
+                state=AlarmState.ACKNOWLEDGED,
+                acknowledged_at=time,
+                acknowledged_by=actor,
+                escalate_at=None,
+            )
+        )
         out = [self._record(alarm, TransitionEvent.ACKNOWLEDGED, time, actor=actor)]
         if not alarm.condition_active:
             out.append(self._clear(alarm, time, actor))
@@ -231,8 +232,7 @@ class AlarmLifecycle:
             alarm = self._alarms.get(alarm_id)
             if alarm is None or alarm.state is not AlarmState.RAISED or alarm.escalate_at != due:
                 continue  # acknowledged, cleared or rescheduled since
-            alarm.priority = alarm.priority.raised()
-            self._schedule(alarm, now)
+            alarm = self._schedule(replace(alarm, priority=alarm.priority.raised()), now)
             resumed = self._break_through(alarm.session_key, now, alarm)
             out += [self._record(alarm, TransitionEvent.ESCALATED, now), *resumed]
         for session_key, until in list(self._paused.items()):
@@ -259,30 +259,30 @@ class AlarmLifecycle:
 
     # --- queries and restore --------------------------------------------------------------
 
-    def active(self, session_key: str | None = None) -> list[ActiveAlarm]:
+    def active(self, session_key: str | None = None) -> list[AlarmRecord]:
         """Live alarms, highest priority first, then oldest first."""
         if session_key is None:
             alarms = list(self._alarms.values())
         else:
             alarms = [self._alarms[i] for i in self._by_session.get(session_key, {})]
         alarms.sort(key=lambda a: (-a.priority.rank, a.raised_at, a.alarm_id))
-        return [self._snapshot(a) for a in alarms]
+        return [self._as_seen(a) for a in alarms]
 
-    def alarm(self, alarm_id: str) -> ActiveAlarm | None:
+    def alarm(self, alarm_id: str) -> AlarmRecord | None:
         alarm = self._alarms.get(alarm_id)
-        return None if alarm is None else self._snapshot(alarm)
+        return None if alarm is None else self._as_seen(alarm)
 
     def audio_paused_until(self, session_key: str) -> float | None:
         return self._paused.get(session_key)
 
-    def restore(self, records: Iterable[AlarmTransition]) -> list[ActiveAlarm]:
+    def restore(self, records: Iterable[AlarmRecord]) -> list[AlarmRecord]:
         """Rebuild live alarms from stored records (after a restart).
 
         Give the records in the order they were made (or just the latest per alarm); alarms
         whose latest record is CLEARED are ignored. Audio pauses are not restored: after a
         restart every raised alarm sounds again, which errs on the safe side.
         """
-        latest: dict[str, AlarmTransition] = {}
+        latest: dict[str, AlarmRecord] = {}
         for record in records:
             latest[record.alarm_id] = record
         restored = []
@@ -292,33 +292,26 @@ class AlarmLifecycle:
             previous = self._by_condition.get((record.session_key, record.rule_id))
             if previous is not None:
                 self._forget(self._alarms[previous])  # keep the most recently raised
-            alarm = _Alarm(
-                alarm_id=record.alarm_id,
-                session_key=record.session_key,
-                rule_id=record.rule_id,
-                kind=record.kind,
-                priority=record.priority,
-                state=record.state,
-                condition_active=record.condition_active,
-                raised_at=record.raised_at,
-                value=record.value,
-                limit=record.limit,
-                text=record.text,
-                acknowledged_by=record.actor if record.state is AlarmState.ACKNOWLEDGED else None,
+            raised = record.state is AlarmState.RAISED
+            alarm = replace(
+                record.alarm,
+                audio_paused=False,
+                acknowledged_by=None if raised else record.acknowledged_by,
+                acknowledged_at=None if raised else record.acknowledged_at,
+                escalate_at=record.escalate_at if raised else None,
             )
             self._register(alarm)
-            if alarm.state is AlarmState.RAISED and record.escalate_at is not None:
-                alarm.escalate_at = record.escalate_at
+            if alarm.escalate_at is not None:
                 self._push(alarm)
             restored.append(alarm)
-        return [self._snapshot(a) for a in restored]
+        return [self._as_seen(a) for a in restored]
 
     # --- internals ------------------------------------------------------------------------
 
-    def _latches(self, alarm: _Alarm) -> bool:
+    def _latches(self, alarm: AlarmRecord) -> bool:
         return alarm.kind is AlarmKind.PHYSIOLOGICAL and alarm.priority in self.settings.latching
 
-    def _raised(self, session_key: str) -> list[_Alarm]:
+    def _raised(self, session_key: str) -> list[AlarmRecord]:
         return [
             self._alarms[i]
             for i in self._by_session.get(session_key, {})
@@ -326,65 +319,79 @@ class AlarmLifecycle:
         ]
 
     def _raise(self, change: ConditionChange) -> list[AlarmTransition]:
-        alarm = _Alarm(
+        alarm = AlarmRecord(
             alarm_id=self._new_id(change.session_key, change.rule_id, change.time),
             session_key=change.session_key,
             rule_id=change.rule_id,
             kind=change.kind,
             priority=change.priority,
             state=AlarmState.RAISED,
-            condition_active=True,
-            raised_at=change.time,
+            text=change.text,
             value=change.value,
             limit=change.limit,
-            text=change.text,
+            condition_active=True,
+            audio_paused=False,
+            raised_at=change.time,
+            protocol_version=self.protocol_version,
         )
         self._register(alarm)
-        self._schedule(alarm, change.time)
+        alarm = self._schedule(alarm, change.time)
         resumed = self._break_through(change.session_key, change.time, alarm)
         return [self._record(alarm, TransitionEvent.RAISED, change.time), *resumed]
 
-    def _break_through(self, session_key: str, time: float, cause: _Alarm) -> list[AlarmTransition]:
+    def _break_through(
+        self, session_key: str, time: float, cause: AlarmRecord
+    ) -> list[AlarmTransition]:
         """A new or higher alarm ends the session's audio pause."""
         if self._paused.pop(session_key, None) is None:
             return []
         return [
             self._record(a, TransitionEvent.AUDIO_RESUMED, time)
             for a in self._raised(session_key)
-            if a is not cause
+            if a.alarm_id != cause.alarm_id
         ]
 
     def _clear(
-        self, alarm: _Alarm, time: float, actor: str | None, value: float | None = None
+        self, alarm: AlarmRecord, time: float, actor: str | None, reading: float | None = None
     ) -> AlarmTransition:
-        alarm.state = AlarmState.CLEARED
-        alarm.condition_active = False
-        alarm.escalate_at = None
-        record = self._record(alarm, TransitionEvent.CLEARED, time, actor=actor, value=value)
+        alarm = replace(
+            alarm,
+            state=AlarmState.CLEARED,
+            condition_active=False,
+            cleared_at=time,
+            escalate_at=None,
+        )
+        record = self._record(alarm, TransitionEvent.CLEARED, time, actor=actor, reading=reading)
         self._forget(alarm)
         return record
 
-    def _register(self, alarm: _Alarm) -> None:
+    def _put(self, alarm: AlarmRecord) -> AlarmRecord:
+        """Keep `alarm` as the current record of its id."""
         self._alarms[alarm.alarm_id] = alarm
+        return alarm
+
+    def _register(self, alarm: AlarmRecord) -> None:
+        self._put(alarm)
         self._by_condition[(alarm.session_key, alarm.rule_id)] = alarm.alarm_id
         self._by_session.setdefault(alarm.session_key, {})[alarm.alarm_id] = None
 
-    def _forget(self, alarm: _Alarm) -> None:
+    def _forget(self, alarm: AlarmRecord) -> None:
         self._alarms.pop(alarm.alarm_id, None)
         key = (alarm.session_key, alarm.rule_id)
         if self._by_condition.get(key) == alarm.alarm_id:
             del self._by_condition[key]
         self._by_session.get(alarm.session_key, {}).pop(alarm.alarm_id, None)
 
-    def _schedule(self, alarm: _Alarm, now: float) -> None:
+    def _schedule(self, alarm: AlarmRecord, now: float) -> AlarmRecord:
+        """`alarm` with its next escalation time (none at the top), kept and queued."""
         after = self.settings.escalate_after_s.get(alarm.priority)
         if after is None or alarm.priority is Priority.CRISIS:
-            alarm.escalate_at = None
-            return
-        alarm.escalate_at = now + after
+            return self._put(replace(alarm, escalate_at=None))
+        alarm = self._put(replace(alarm, escalate_at=now + after))
         self._push(alarm)
+        return alarm
 
-    def _push(self, alarm: _Alarm) -> None:
+    def _push(self, alarm: AlarmRecord) -> None:
         assert alarm.escalate_at is not None
         self._seq += 1
         heapq.heappush(self._escalations, (alarm.escalate_at, self._seq, alarm.alarm_id))
@@ -405,49 +412,25 @@ class AlarmLifecycle:
         issued[rule_id] = (base, n)
         return candidate
 
+    def _as_seen(self, alarm: AlarmRecord) -> AlarmRecord:
+        """`alarm` with its session's audio pause filled in."""
+        paused = alarm.state is AlarmState.RAISED and alarm.session_key in self._paused
+        return alarm if alarm.audio_paused is paused else replace(alarm, audio_paused=paused)
+
     def _record(
         self,
-        alarm: _Alarm,
+        alarm: AlarmRecord,
         event: TransitionEvent,
         time: float,
         *,
         actor: str | None = None,
-        value: float | None = None,
+        reading: float | None = None,
     ) -> AlarmTransition:
+        seen = self._as_seen(alarm)
         return AlarmTransition(
-            alarm_id=alarm.alarm_id,
-            session_key=alarm.session_key,
-            rule_id=alarm.rule_id,
-            kind=alarm.kind,
-            priority=alarm.priority,
+            **{name: getattr(seen, name) for name in _RECORD_FIELDS},
             event=event,
-            state=alarm.state,
             time=time,
-            value=alarm.value if value is None else value,
-            limit=alarm.limit,
-            text=alarm.text,
             actor=actor,
-            condition_active=alarm.condition_active,
-            audio_paused=alarm.session_key in self._paused and alarm.state is AlarmState.RAISED,
-            raised_at=alarm.raised_at,
-            escalate_at=alarm.escalate_at,
-            protocol_version=self.protocol_version,
-        )
-
-    def _snapshot(self, alarm: _Alarm) -> ActiveAlarm:
-        return ActiveAlarm(
-            alarm_id=alarm.alarm_id,
-            session_key=alarm.session_key,
-            rule_id=alarm.rule_id,
-            kind=alarm.kind,
-            priority=alarm.priority,
-            state=alarm.state,
-            condition_active=alarm.condition_active,
-            raised_at=alarm.raised_at,
-            value=alarm.value,
-            limit=alarm.limit,
-            text=alarm.text,
-            acknowledged_by=alarm.acknowledged_by,
-            audio_paused=alarm.session_key in self._paused and alarm.state is AlarmState.RAISED,
-            escalate_at=alarm.escalate_at,
+            reading=seen.value if reading is None else reading,
         )

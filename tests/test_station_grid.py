@@ -296,6 +296,15 @@ def test_the_chair_view_shows_the_last_hour_and_records_events(
     post(live_server, clinic.device(2), ("hr", 95, "/min"))
     page.wait_for_function(f"document.querySelector('{graph}').data[0].x.length === 6")
 
+    # From here on, note every message the station receives: session events must arrive
+    # as deltas for their one chair, never as a resync and a fresh snapshot of the site.
+    page.evaluate(
+        """() => {
+          window.seenTypes = [];
+          window.vigilLive.ws.addEventListener(
+            'message', e => window.seenTypes.push(JSON.parse(e.data).type));
+        }"""
+    )
     page.locator(".event-preset", has_text="Rate 0.75 mg/kg/h").click()
     expect(page.locator("#event-result")).to_have_text("recorded: Rate 0.75 mg/kg/h")
     expect(page.locator("#chair-events li").first).to_contain_text(
@@ -306,6 +315,18 @@ def test_the_chair_view_shows_the_last_hour_and_records_events(
     expect(page.locator("#chair-events li").first).to_contain_text(
         "patient asks for music", timeout=5000
     )
+    stopped = httpx.post(
+        f"{live_server.http_url}/api/v1/sessions/2/events",
+        json={"kind": "infusion_stop"},
+        headers=clinic.auth("nurse"),
+    )
+    assert stopped.status_code == 201, stopped.text
+    expect(page.locator(tile(2)).locator(".phase")).to_have_text("recovery", timeout=5000)
+    expect(page.locator("#chair-view-phase")).to_have_text("recovery")
+    expect(page.locator("#chair-events li").first).to_contain_text("infusion stop", timeout=5000)
+    seen = page.evaluate("window.seenTypes")
+    assert seen.count("session") == 3, seen
+    assert {"snapshot", "resync"}.isdisjoint(seen), seen
     session = httpx.get(
         f"{live_server.http_url}/api/v1/sessions/2", headers=clinic.auth("clinician")
     ).json()

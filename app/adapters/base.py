@@ -18,8 +18,9 @@ from typing import Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from app.adapters.events import ConnectionState, EventBus, LinkEvent
+from app.devices.schemas import DeviceRef as DeviceRef
 from app.errors import FieldProblem, InvalidRequest, NotAuthenticated, VigilError
-from app.ingest.repository import StoredBatch
+from app.events import StoredBatch
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.timeutil import utcnow
 
@@ -51,15 +52,6 @@ class IngestSink(Protocol):
     async def ingest(self, batch: ObservationBatchIn, *, credential: str | None) -> StoredBatch:
         """Store it; `credential` is the sender's device credential (None: the door vouched)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRef:
-    """A registered device and where it is bound right now."""
-
-    identifier: str
-    chair_id: int | None
-    site_id: int | None
 
 
 class DeviceDirectory(Protocol):

@@ -2,71 +2,25 @@
 
 The alarm engine subscribes here: a `LinkEvent` with state `disconnected` and a
 `device_identifier` means that device's link to Vigil was lost (a technical alarm on
-`chair_id`); a `DeviceAlert` is an alarm the device itself raised (HL7 ORU^R40).
+`chair_id`); a `DeviceAlert` is an alarm the device itself raised (HL7 ORU^R40). The event
+types are defined in `app.events`, beneath every domain, so the alarm service can read them
+without importing the adapters; they are re-exported here for adapter authors.
 """
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+
+from app.events import AdapterEvent as AdapterEvent
+from app.events import ConnectionState as ConnectionState
+from app.events import DeviceAlert as DeviceAlert
+from app.events import LinkEvent as LinkEvent
 
 log = logging.getLogger(__name__)
 
 
-class ConnectionState(enum.StrEnum):
-    """A link's state: an adapter's own (listener, broker) or one device's."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-
-
-@dataclass(frozen=True, slots=True)
-class LinkEvent:
-    """A link changed state.
-
-    `device_identifier` is None for the adapter's own link (the MLLP listener, the MQTT
-    broker connection); otherwise it names a registered device, with the chair and site
-    it was bound to when the event happened (None when unbound).
-    """
-
-    adapter: str
-    state: ConnectionState
-    at: datetime
-    device_identifier: str | None = None
-    chair_id: int | None = None
-    site_id: int | None = None
-    peer: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceAlert:
-    """An alarm raised by the device itself (IHE PCD-04, HL7 ORU^R40); not stored as a sample."""
-
-    adapter: str
-    device_identifier: str
-    chair_id: int | None
-    site_id: int | None
-    device_time: datetime
-    received_time: datetime
-    alert_code: str  # e.g. "196670" (MDC_EVT_LO)
-    alert_name: str  # e.g. "MDC_EVT_LO"
-    text: str  # the device's words, e.g. "Low SpO2"
-    priority: str | None  # "high", "medium", "low", "none" (from OBX-8 PH/PM/PL/PN)
-    source: str | None  # "physiological" or "technical" (OBX-8 SP/ST)
-    phase: str | None  # "start", "continue", "end", ... (MDC_ATTR_EVENT_PHASE)
-    state: str | None  # "active", "inactive", ... (MDC_ATTR_ALARM_STATE)
-    vital: str | None  # canonical vital the alert is about, when Vigil knows it
-    value: float | None  # its value in the vital's canonical unit
-    message_id: str  # MSH-10, to tie the alert to the device's own log
-
-
-AdapterEvent = LinkEvent | DeviceAlert
 Listener = Callable[[AdapterEvent], Awaitable[None] | None]
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import hl7  # type: ignore[import-untyped]
 
 from app.errors import VigilError
+from app.hl7_text import escape_text
 from monitor.vitals import (
     MDC_NUMBERS,
     ImplausibleValue,
@@ -642,20 +643,6 @@ def read_alert(message: ParsedMessage, received_time: datetime) -> ParsedAlert:
 
 
 # --- acknowledgements --------------------------------------------------------------------
-
-_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "~": "\\R\\", "&": "\\T\\"}
-
-
-def escape_text(text: str) -> str:
-    """Text safe inside one field of a message Vigil writes (standard separators).
-
-    Delimiters get HL7 escapes; control characters become hex escapes (\\X1C\\) so that
-    no CR or MLLP byte can break the message; other characters stay as they are.
-    """
-    return "".join(
-        _ESCAPES.get(c) or (f"\\X{ord(c):02X}\\" if ord(c) < 0x20 or c == "\x7f" else c)
-        for c in text
-    )
 
 
 def _render(shape: Shape) -> str:

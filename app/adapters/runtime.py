@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from importlib.metadata import EntryPoint
 
-from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from app.adapters.base import Adapter, AdapterContext, IngestAuthoriser, IngestSink
 from app.adapters.discovery import LoadFailure, load_adapters
 from app.adapters.events import ConnectionState, EventBus
 from app.adapters.settings import AdapterSettings
-from app.adapters.ws_ingest import router as ws_router
-from app.auth.deps import Admin
-from app.devices.endpoints import router as devices_router
 from app.devices.service import DatabaseDeviceDirectory
-from app.exports.endpoints import router as exports_router
 from app.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -88,55 +82,27 @@ class AdapterRuntime:
         return statuses
 
 
-def install_adapters(
-    app: FastAPI,
+def build_runtime(
     db: Database,
     ingest: IngestSink,
     credentials: IngestAuthoriser,
     settings: AdapterSettings | None = None,
     installed: Iterable[EntryPoint] | None = None,
 ) -> AdapterRuntime:
-    """Wire adapters into `app`: started after the app's own startup, stopped before its end.
+    """The configured adapters (`VIGIL_ADAPTERS`), loaded and ready to start.
 
-    Also serves the device registry (`/api/v1/devices`), `GET /api/v1/adapters`, the
-    websocket ingest door (`/ws/ingest`) and the session exports
-    (`/api/v1/sessions/{id}/export/...`). Call it before any catch-all mount so that these
-    routes are reached. The runtime is `app.state.adapters`;
-    the alarm engine subscribes to `app.state.adapters.events`.
+    `create_app` starts them after the alarm service and stops them first, keeps the
+    runtime as `app.state.adapters` and subscribes the alarm engine to its `events`.
     """
     settings = settings or AdapterSettings()
     adapters, failures = load_adapters(settings.adapters, installed)
     context = AdapterContext(
         ingest=ingest, devices=DatabaseDeviceDirectory(db), credentials=credentials
     )
-    runtime = AdapterRuntime(
+    return AdapterRuntime(
         adapters,
         context,
         failures,
         settings.adapter_start_timeout_s,
         settings.adapter_stop_timeout_s,
     )
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        try:
-            yield
-        finally:
-            await runtime.stop()
-
-    # An included router's lifespan nests inside the app's own: the database is open for
-    # the adapters' whole life.
-    router = APIRouter(lifespan=lifespan)
-
-    @router.get("/api/v1/adapters", response_model=list[AdapterStatus], tags=["adapters"])
-    async def adapter_status(_: Admin) -> list[AdapterStatus]:
-        """Each configured adapter and its link state; a failed one says why."""
-        return runtime.status()
-
-    router.include_router(devices_router)
-    router.include_router(exports_router)
-    router.include_router(ws_router)
-    app.include_router(router)
-    app.state.adapters = runtime
-    return runtime

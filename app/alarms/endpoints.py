@@ -9,14 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from app.alarms import repository
 from app.alarms.schemas import (
     ActionResult,
-    AlarmOut,
     AudioPauseIn,
     LimitOverrideIn,
     LimitOverrideOut,
     ProtocolOut,
     RuleOut,
 )
-from app.alarms.service import AlarmService
+from app.alarms.service import AlarmService, get_alarm_service
 from app.auth.deps import (
     ClinicianOnSession,
     NurseAtSite,
@@ -25,7 +24,8 @@ from app.auth.deps import (
     SignedIn,
     record_act,
 )
-from app.deps import get_alarm_service, get_db
+from app.deps import get_db
+from app.events import AlarmOut
 from app.params import AlarmId, SessionId, SiteId
 from app.storage.db import Database
 

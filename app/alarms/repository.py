@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.alarms.schemas import AlarmOut
+from app.events import AlarmOut
 from app.storage.models import (
     Alarm,
     AlarmTransitionRecord,
@@ -16,9 +16,9 @@ from app.storage.models import (
     LimitOverrideRecord,
     SessionBaseline,
 )
-from monitor.lifecycle import AlarmState, AlarmTransition, TransitionEvent
+from monitor.lifecycle import AlarmRecord, AlarmState, AlarmTransition
 from monitor.overrides import LimitOverride
-from monitor.protocol import AlarmKind, Phase, Priority
+from monitor.protocol import Phase
 
 
 def to_datetime(epoch: float) -> datetime:
@@ -30,70 +30,32 @@ def to_epoch(moment: datetime) -> float:
 
 
 def alarm_out(row: Alarm) -> AlarmOut:
-    return AlarmOut(
-        alarm_id=row.id,
-        session_id=row.session_id,
-        chair_id=row.chair_id,
-        rule_id=row.rule_id,
-        kind=row.kind,
-        priority=row.priority,
-        state=row.state,
-        text=row.text,
-        value=row.value,
-        limit=row.limit_value,
-        condition_active=row.condition_active,
-        audio_paused=row.audio_paused,
-        raised_at=row.raised_at,
-        acknowledged_at=row.acknowledged_at,
-        acknowledged_by=row.acknowledged_by,
-        cleared_at=row.cleared_at,
-        escalate_at=row.escalate_at,
-    )
+    """A stored alarm as the API shows it."""
+    return AlarmOut.of(row.record(), row.chair_id)
 
 
 def store_transitions(
     session: Session, transitions: list[AlarmTransition], chair_of: dict[str, int]
-) -> list[tuple[AlarmTransition, AlarmOut]]:
-    """Apply each transition to its alarm row, keep the transition, commit."""
+) -> list[int]:
+    """Make each alarm's row its latest record, keep every transition, commit; returns the
+    chair each transition's alarm is on."""
     rows: dict[str, Alarm] = {}
     for transition in transitions:
         row = rows.get(transition.alarm_id) or session.get(Alarm, transition.alarm_id)
-        at = to_datetime(transition.time)
         if row is None:
-            row = Alarm(
-                id=transition.alarm_id,
-                session_id=int(transition.session_key),
-                chair_id=chair_of[transition.session_key],
-                rule_id=transition.rule_id,
-                kind=transition.kind.value,
-                text=transition.text,
-                value=transition.value,
-                limit_value=transition.limit,
-                raised_at=to_datetime(transition.raised_at),
-                protocol_version=transition.protocol_version,
-            )
+            row = Alarm.of(transition, chair_of[transition.session_key])
             session.add(row)
+        else:
+            row.follow(transition)
         rows[transition.alarm_id] = row
-        row.priority = transition.priority.value
-        row.state = transition.state.value
-        row.condition_active = transition.condition_active
-        row.audio_paused = transition.audio_paused
-        row.escalate_at = (
-            to_datetime(transition.escalate_at) if transition.escalate_at is not None else None
-        )
-        if transition.event is TransitionEvent.ACKNOWLEDGED:
-            row.acknowledged_at = at
-            row.acknowledged_by = transition.actor
-        if transition.state is AlarmState.CLEARED:
-            row.cleared_at = at
         session.add(
             AlarmTransitionRecord(
                 alarm_id=transition.alarm_id,
                 event=transition.event.value,
                 state=transition.state.value,
                 priority=transition.priority.value,
-                at=at,
-                value=transition.value,
+                at=to_datetime(transition.time),
+                value=transition.reading,
                 limit_value=transition.limit,
                 text=transition.text,
                 actor=transition.actor,
@@ -101,10 +63,9 @@ def store_transitions(
                 audio_paused=transition.audio_paused,
             )
         )
-    session.flush()
-    out = [(t, alarm_out(rows[t.alarm_id])) for t in transitions]
+    chairs = [rows[t.alarm_id].chair_id for t in transitions]
     session.commit()
-    return out
+    return chairs
 
 
 def open_sessions(session: Session) -> list[tuple[int, int, int, Phase]]:
@@ -135,32 +96,10 @@ def session_chair(session: Session, session_id: int) -> tuple[int, int, Phase, b
     return chair_id, site_id, Phase(phase.value), ended_at is None
 
 
-def active_alarm_records(session: Session) -> list[AlarmTransition]:
+def active_alarm_records(session: Session) -> list[AlarmRecord]:
     """The latest state of every alarm not yet cleared, as records the engine restores."""
-    records = []
-    for row in session.scalars(select(Alarm).where(Alarm.state != AlarmState.CLEARED.value)):
-        records.append(
-            AlarmTransition(
-                alarm_id=row.id,
-                session_key=str(row.session_id),
-                rule_id=row.rule_id,
-                kind=AlarmKind(row.kind),
-                priority=Priority(row.priority),
-                event=TransitionEvent.RAISED,
-                state=AlarmState(row.state),
-                time=to_epoch(row.raised_at),
-                value=row.value,
-                limit=row.limit_value,
-                text=row.text,
-                actor=row.acknowledged_by,
-                condition_active=row.condition_active,
-                audio_paused=row.audio_paused,
-                raised_at=to_epoch(row.raised_at),
-                escalate_at=to_epoch(row.escalate_at) if row.escalate_at else None,
-                protocol_version=row.protocol_version,
-            )
-        )
-    return records
+    rows = session.scalars(select(Alarm).where(Alarm.state != AlarmState.CLEARED.value))
+    return [row.record() for row in rows]
 
 
 def list_alarms(

@@ -1,4 +1,4 @@
-"""Alarms as the API and the websocket show them."""
+"""The alarm API's requests and answers (an alarm itself is `app.events.AlarmOut`)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class AlarmOut(BaseModel):
-    alarm_id: str
-    session_id: int
-    chair_id: int
-    rule_id: str
-    kind: str = Field(description="physiological or technical")
-    priority: str = Field(description="low, medium, high or crisis (crisis shows as high)")
-    state: str = Field(description="raised, acknowledged or cleared")
-    text: str = Field(examples=["SpO2 86 ≤ 90"])
-    value: float | None
-    limit: float | None
-    condition_active: bool
-    audio_paused: bool
-    raised_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    cleared_at: datetime | None
-    escalate_at: datetime | None
+from app.events import AlarmOut
 
 
 class AudioPauseIn(BaseModel):

@@ -15,17 +15,25 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.adapters.events import AdapterEvent, ConnectionState, LinkEvent
+from fastapi import Request
+
 from app.alarms import repository
-from app.alarms.schemas import AlarmOut, LimitOverrideOut
+from app.alarms.schemas import LimitOverrideOut
 from app.errors import FieldProblem, InvalidRequest, NotFoundError
-from app.ingest.repository import StoredBatch
-from app.live.service import LiveService
+from app.events import (
+    AdapterEvent,
+    AlarmOut,
+    AlarmPublished,
+    ConnectionState,
+    Fanout,
+    LinkEvent,
+    StoredBatch,
+)
 from app.storage.db import Database
 from app.timeutil import utcnow
 from monitor.conditions import VITAL_INDEX, SampleBatch
 from monitor.engine import AlarmEngine
-from monitor.lifecycle import AlarmTransition
+from monitor.lifecycle import AlarmTransition, TransitionEvent
 from monitor.protocol import Phase, Protocol, default_protocol, load_protocol
 from monitor.vitals import Vital
 
@@ -39,9 +47,10 @@ def load_clinic_protocol(path: Path | None) -> Protocol:
 
 
 class AlarmService:
-    def __init__(self, db: Database, live: LiveService, protocol: Protocol) -> None:
+    def __init__(self, db: Database, protocol: Protocol) -> None:
         self._db = db
-        self._live = live
+        # Every stored transition, for the screens (`create_app` subscribes the live view).
+        self.published: Fanout[AlarmPublished] = Fanout()
         self.engine = AlarmEngine(protocol)
         self._where: dict[str, tuple[int, int]] = {}  # session key → (chair id, site id)
         self._commit_lock = asyncio.Lock()
@@ -206,21 +215,28 @@ class AlarmService:
     # --- output ---------------------------------------------------------------------------
 
     async def _commit(self, transitions: list[AlarmTransition]) -> list[AlarmOut]:
-        """Store, then broadcast; in the order the engine made them."""
+        """Store, then publish; in the order the engine made them."""
         if not transitions:
             return []
         chair_of = {key: where[0] for key, where in self._where.items()}
         async with self._commit_lock:
-            stored = await self._db.run(repository.store_transitions, transitions, chair_of)
-        for transition, alarm in stored:
+            chairs = await self._db.run(repository.store_transitions, transitions, chair_of)
+        alarms = [AlarmOut.of(t, chair) for t, chair in zip(transitions, chairs, strict=True)]
+        for transition, alarm in zip(transitions, alarms, strict=True):
             where = self._where.get(transition.session_key)
             if where is not None:
                 # A pause says when it ends, so every screen counts down to the same moment.
                 until = None
-                if transition.event.value == "audio_paused":
+                if transition.event is TransitionEvent.AUDIO_PAUSED:
                     ends = self.engine.audio_paused_until(transition.session_key)
                     until = None if ends is None else datetime.fromtimestamp(ends, UTC)
-                self._live.publish_alarm(
-                    where[1], transition.event.value, transition.actor, alarm, until
+                await self.published.publish(
+                    AlarmPublished(where[1], transition.event, transition.actor, alarm, until)
                 )
-        return [alarm for _, alarm in stored]
+        return alarms
+
+
+async def get_alarm_service(request: Request) -> AlarmService:
+    """The app's AlarmService (built by `create_app`), as a FastAPI dependency."""
+    service: AlarmService = request.app.state.alarms
+    return service

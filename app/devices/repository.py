@@ -8,8 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.adapters.base import DeviceRef
-from app.devices.schemas import DeviceOut, UnboundSampleOut
+from app.devices.schemas import DeviceOut, DeviceRef, UnboundSampleOut
 from app.errors import ConflictError, NotFoundError
 from app.storage.models import Chair, Device, Sample
 from monitor.vitals import SampleQuality

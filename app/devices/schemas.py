@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """A registered device and where it is bound right now (what adapters look up)."""
+
+    identifier: str
+    chair_id: int | None
+    site_id: int | None
 
 
 class DeviceIn(BaseModel):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.adapters.base import DeviceRef
 from app.devices import repository
-from app.devices.schemas import DeviceIn, DeviceOut, UnboundSampleOut
+from app.devices.schemas import DeviceIn, DeviceOut, DeviceRef, UnboundSampleOut
 from app.live.service import LiveService
 from app.storage.db import Database
 from app.timeutil import utcnow

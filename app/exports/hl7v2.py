@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from app.adapters.hl7_messages import escape_text
 from app.exports.repository import SessionRecord
+from app.hl7_text import escape_text
 from monitor.vitals import VITALS, resolve_vital
 
 

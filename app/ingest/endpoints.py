@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from app.auth.deps import DeviceToken
-from app.deps import get_ingest_service
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
-from app.ingest.service import IngestService
+from app.ingest.service import IngestService, get_ingest_service
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 

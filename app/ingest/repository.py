@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Dialect
 
 from app.errors import Forbidden, NotAuthenticated, NotFoundError, VigilError
-from app.ingest.validation import Observation
+from app.events import Observation, StoredBatch
 from app.storage.types import UTCDateTime
 from monitor.vitals import SampleQuality
 
@@ -76,18 +76,6 @@ class _WriterSql:
         params = {f"v{index}": value for index, value in enumerate(sorted(values))}
         marks = ", ".join(self.parameter.format(name) for name in params)
         return template.format(values=marks), params
-
-
-@dataclass(frozen=True, slots=True)
-class StoredBatch:
-    """A committed batch, with where it belongs."""
-
-    device_identifier: str
-    site_id: int | None
-    chair_id: int | None
-    session_id: int | None
-    received_time: datetime
-    observations: list[Observation]
 
 
 @dataclass(frozen=True, slots=True)

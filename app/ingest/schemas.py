@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-MAX_BATCH = 1000
+from app.events import StoredBatch
 
-if TYPE_CHECKING:
-    from app.ingest.repository import StoredBatch
+MAX_BATCH = 1000
 
 QualityName = Literal["artifact", "low_perfusion", "probe_off", "cuff_inflating", "questionable"]
 

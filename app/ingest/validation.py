@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from app.errors import FieldProblem, InvalidRequest
+from app.events import Observation
 from app.ingest.schemas import ObservationBatchIn
 from monitor.vitals import (
-    VITALS,
     ImplausibleValue,
     SampleQuality,
     UnitError,
@@ -18,20 +17,6 @@ from monitor.vitals import (
 )
 
 _KNOWN_CODES = ", ".join(v.value for v in Vital)
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One observation in canonical code and unit."""
-
-    vital: Vital
-    value: float
-    device_time: datetime
-    quality: SampleQuality
-
-    @property
-    def unit(self) -> str:
-        return VITALS[self.vital].unit
 
 
 def normalise_batch(

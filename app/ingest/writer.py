@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 
 from app.errors import VigilError
-from app.ingest.repository import PendingBatch, StoredBatch, store_batches
+from app.events import StoredBatch
+from app.ingest.repository import PendingBatch, store_batches
 from app.storage.db import Database
 
 MAX_GROUP = 256  # batches in one transaction; keeps one commit's latency bounded

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.ingest.repository import StoredBatch
-from app.live.views import ChairView, LatestValue, SiteView
+from app.events import StoredBatch
+from app.live.views import ChairView, LatestValue, SessionView, SiteView
 from app.timeutil import iso
 from monitor.display import (
     ALARM_LEVELS,
@@ -32,24 +32,27 @@ def _value(latest: LatestValue, now: datetime) -> dict[str, Any]:
     }
 
 
+def _session(session: SessionView | None) -> dict[str, Any] | None:
+    if session is None:
+        return None
+    return {
+        "session_id": session.session_id,
+        "phase": session.phase,
+        "patient_initials": session.patient_initials,
+        "started_at": iso(session.started_at),
+        "infusion_started_at": iso(session.infusion_started_at)
+        if session.infusion_started_at
+        else None,
+    }
+
+
 def _chair(chair: ChairView, now: datetime) -> dict[str, Any]:
-    session = chair.session
     return {
         "chair_id": chair.chair_id,
         "name": chair.name,
         "position": chair.position,
         "devices": chair.devices,
-        "session": None
-        if session is None
-        else {
-            "session_id": session.session_id,
-            "phase": session.phase,
-            "patient_initials": session.patient_initials,
-            "started_at": iso(session.started_at),
-            "infusion_started_at": iso(session.infusion_started_at)
-            if session.infusion_started_at
-            else None,
-        },
+        "session": _session(chair.session),
         "vitals": {code: _value(latest, now) for code, latest in chair.vitals.items()},
         "alarms": list(chair.alarms.values()),
     }
@@ -112,6 +115,21 @@ def samples(batch: StoredBatch, now: datetime) -> dict[str, Any]:
             }
             for observation in batch.observations
         ],
+    }
+
+
+def session(
+    site_id: int, chair_id: int, event: str, session: SessionView | None, now: datetime
+) -> dict[str, Any]:
+    """A session event on one chair (check-in, phase change, rate, note, discharge): the
+    chair's session as it now is, None once discharged; the hub adds its `seq`."""
+    return {
+        "type": "session",
+        "site_id": site_id,
+        "chair_id": chair_id,
+        "event": event,
+        "server_time": iso(now),
+        "session": _session(session),
     }
 
 

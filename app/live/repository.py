@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.alarms.repository import alarm_out
+from app.events import AlarmOut
 from app.live.views import ChairView, LatestValue, SessionView, SiteView
 from app.storage.models import (
     Alarm,
@@ -65,7 +65,9 @@ def load_site_view(session: Session, site_id: int) -> SiteView | None:
         .where(Alarm.chair_id.in_(chairs), Alarm.state != "cleared")
         .order_by(Alarm.raised_at)
     ):
-        chairs[alarm.chair_id].alarms[alarm.id] = alarm_out(alarm).model_dump(mode="json")
+        chairs[alarm.chair_id].alarms[alarm.id] = AlarmOut.of(
+            alarm.record(), alarm.chair_id
+        ).model_dump(mode="json")
     for chair in chairs.values():
         for vital in Vital:
             # One indexed lookup per chair and vital: cheap, and independent of table size.

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from app.alarms.schemas import AlarmOut
-from app.ingest.repository import StoredBatch
+from fastapi import Request
+
+from app.events import AlarmPublished, StoredBatch
 from app.live import messages
 from app.live.hub import Hub, Subscription
 from app.live.repository import load_site_view
-from app.live.views import LatestValue, SiteView
+from app.live.views import LatestValue, SessionView, SiteView
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
+from monitor.lifecycle import AlarmState
 from monitor.protocol import Protocol
 
 
@@ -48,6 +49,22 @@ class LiveService:
             self._sites[site_id] = view
         self.hub.resync_all(site_id)
 
+    async def session_changed(
+        self, site_id: int, chair_id: int, session: SessionView | None, event: str
+    ) -> None:
+        """A session event, stored: that chair's view changes in memory and the site's
+        screens get a `session` delta. Nothing is read from the database, and no screen
+        resyncs, unless the chair is new to the view (then the site is reloaded)."""
+        site = self._sites.get(site_id)
+        if site is None:
+            return  # no screen shows the site: the first one to open it loads it fresh
+        chair = site.chairs.get(chair_id)
+        if chair is None:
+            await self.reload_site(site_id)
+            return
+        chair.session = session
+        self.hub.publish(site_id, messages.session(site_id, chair_id, event, session, utcnow()))
+
     def subscribe(self, site: SiteView) -> tuple[Subscription, str]:
         """Subscribe and take the matching snapshot in one step (no await between them)."""
         subscription = self.hub.subscribe(site.site_id)
@@ -59,27 +76,23 @@ class LiveService:
     def heartbeat_text(self, site_id: int) -> str:
         return encode(messages.heartbeat(site_id, self.hub.seq(site_id), utcnow()))
 
-    def publish_alarm(
-        self,
-        site_id: int,
-        event: str,
-        actor: str | None,
-        alarm: AlarmOut,
-        audio_paused_until: datetime | None = None,
-    ) -> None:
+    async def publish_alarm(self, published: AlarmPublished) -> None:
         """Keep the site's live alarms current and send the transition to every screen."""
+        alarm = published.alarm
         body = alarm.model_dump(mode="json")
-        site = self._sites.get(site_id)
+        site = self._sites.get(published.site_id)
         chair = site.chairs.get(alarm.chair_id) if site else None
         if chair is not None:
-            if alarm.state == "cleared":
+            if alarm.state is AlarmState.CLEARED:
                 chair.alarms.pop(alarm.alarm_id, None)
             else:
                 chair.alarms[alarm.alarm_id] = body
-        message = messages.alarm(site_id, event, actor, body, utcnow())
-        if audio_paused_until is not None:
-            message["audio_paused_until"] = iso(audio_paused_until)
-        self.hub.publish(site_id, message)
+        message = messages.alarm(
+            published.site_id, published.event.value, published.actor, body, utcnow()
+        )
+        if published.audio_paused_until is not None:
+            message["audio_paused_until"] = iso(published.audio_paused_until)
+        self.hub.publish(published.site_id, message)
 
     async def publish_batch(self, batch: StoredBatch) -> None:
         if batch.site_id is None or batch.chair_id is None:
@@ -105,3 +118,9 @@ class LiveService:
                     int(observation.quality),
                 )
         self.hub.publish(batch.site_id, messages.samples(batch, utcnow()))
+
+
+async def get_live(request: Request) -> LiveService:
+    """The app's LiveService (built by `create_app`), as a FastAPI dependency."""
+    service: LiveService = request.app.state.live
+    return service

@@ -11,7 +11,9 @@ import numpy as np
 from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
+from app.alarms.repository import alarm_out
 from app.errors import NotFoundError
+from app.events import AlarmOut
 from app.review.figures import FloatArray, VitalSeries
 from app.storage.models import (
     Alarm,
@@ -67,22 +69,6 @@ class EventRow:
     value: float | None
     unit: str | None
     note: str | None
-
-
-@dataclass(frozen=True)
-class AlarmRow:
-    alarm_id: str
-    rule_id: str
-    kind: str
-    priority: str
-    text: str
-    value: float | None
-    limit: float | None
-    state: str
-    raised_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    cleared_at: datetime | None
 
 
 def sites(session: Session) -> list[SiteOption]:
@@ -272,26 +258,10 @@ def session_events(session: Session, session_id: int) -> list[EventRow]:
     ]
 
 
-def _alarm_row(a: Alarm) -> AlarmRow:
-    return AlarmRow(
-        a.id,
-        a.rule_id,
-        a.kind,
-        a.priority,
-        a.text,
-        a.value,
-        a.limit_value,
-        a.state,
-        a.raised_at,
-        a.acknowledged_at,
-        a.acknowledged_by,
-        a.cleared_at,
-    )
-
-
-def session_alarms(session: Session, session_id: int) -> list[AlarmRow]:
+def session_alarms(session: Session, session_id: int) -> list[AlarmOut]:
+    """The session's alarms as stored (the one alarm record), oldest first."""
     return [
-        _alarm_row(a)
+        alarm_out(a)
         for a in session.scalars(
             select(Alarm).where(Alarm.session_id == session_id).order_by(Alarm.raised_at, Alarm.id)
         )

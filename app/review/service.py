@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import repository as auth_repository
 from app.errors import FieldProblem, InvalidRequest
+from app.events import AlarmOut
 from app.review import repository
 from app.review.figures import (
     NIBP_VITALS,
@@ -69,7 +70,7 @@ class _Loaded:
     head: repository.SessionHead
     series: dict[str, VitalSeries]
     events: list[repository.EventRow]
-    alarms: list[repository.AlarmRow]
+    alarms: list[AlarmOut]
     baselines: dict[str, float]
     notes: list[AnnotationView]
     overrides: list[repository.OverrideRow]
@@ -214,9 +215,7 @@ def _condition(limit: LimitSpec, started_at: datetime) -> str:
     return text
 
 
-def _alarm_facts(
-    alarms: list[repository.AlarmRow], marks: dict[str, AnnotationView]
-) -> list[AlarmFacts]:
+def _alarm_facts(alarms: list[AlarmOut], marks: dict[str, AnnotationView]) -> list[AlarmFacts]:
     return [
         AlarmFacts(
             a.rule_id,

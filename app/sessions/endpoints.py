@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from app.auth.deps import NurseOnChair, NurseOnSession, record_act
-from app.deps import get_session_service
 from app.params import ChairId, SessionId
 from app.sessions.schemas import EventIn, SessionOut, SessionStart
-from app.sessions.service import SessionService
+from app.sessions.service import SessionService, get_session_service
 
 router = APIRouter(prefix="/api/v1", tags=["sessions"])
 Sessions = Annotated[SessionService, Depends(get_session_service)]

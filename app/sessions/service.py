@@ -1,15 +1,32 @@
-"""Session changes: stored first, then every screen of the site resyncs."""
+"""Session changes: stored first, then that chair's live view and the alarm engine follow."""
 
 from __future__ import annotations
 
+from fastapi import Request
+
 from app.alarms.service import AlarmService
 from app.live.service import LiveService
+from app.live.views import SessionView
 from app.sessions import repository
 from app.sessions.schemas import EventIn, SessionOut, SessionStart
 from app.storage.db import Database
-from app.storage.models import SessionPhase
+from app.storage.models import EventKind, SessionPhase
 from app.timeutil import utcnow
 from monitor.protocol import Phase
+
+
+def live_session(out: SessionOut) -> SessionView | None:
+    """What a nurse-station tile shows of a session; None once it has ended."""
+    if out.ended_at is not None:
+        return None
+    infusion_starts = [e.at for e in out.events if e.kind is EventKind.INFUSION_START]
+    return SessionView(
+        out.id,
+        out.phase.value,
+        out.patient_initials,
+        out.started_at,
+        max(infusion_starts) if infusion_starts else None,
+    )
 
 
 class SessionService:
@@ -29,20 +46,29 @@ class SessionService:
             now,
         )
         out = await self.get(session_id)
-        await self._live.reload_site(out.site_id)
+        await self._live.session_changed(
+            out.site_id, out.chair_id, live_session(out), EventKind.CHECK_IN.value
+        )
         await self._alarms.on_session_changed(session_id, Phase.CHECKED_IN, ended=False)
         return out
 
     async def record_event(self, session_id: int, event: EventIn, by: str) -> SessionOut:
         now = utcnow()
-        site_id, phase = await self._db.run(
-            repository.record_event, session_id, event, by, event.at or now, now
+        await self._db.run(repository.record_event, session_id, event, by, event.at or now, now)
+        out = await self.get(session_id)
+        await self._live.session_changed(
+            out.site_id, out.chair_id, live_session(out), event.kind.value
         )
-        await self._live.reload_site(site_id)
         await self._alarms.on_session_changed(
-            session_id, Phase(phase.value), ended=phase is SessionPhase.DISCHARGED
+            session_id, Phase(out.phase.value), ended=out.phase is SessionPhase.DISCHARGED
         )
-        return await self.get(session_id)
+        return out
 
     async def get(self, session_id: int) -> SessionOut:
         return await self._db.run(repository.session_out, session_id)
+
+
+async def get_session_service(request: Request) -> SessionService:
+    """The app's SessionService (built by `create_app`), as a FastAPI dependency."""
+    service: SessionService = request.app.state.sessions
+    return service

@@ -19,6 +19,7 @@ class DatabaseSiteDirectory:
             ]
 
     def chairs(self, site_id: int) -> list[ChairEntry]:
+        """The site's chairs in display order (a plain query: no sessions, no vitals)."""
         with self._db.session() as session:
-            detail = repository.site_detail(session, site_id)
-        return [ChairEntry(chair.id, chair.name) for chair in detail.chairs]
+            rows = repository.chair_names(session, site_id)
+        return [ChairEntry(chair_id, name) for chair_id, name in rows]

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from app.auth.deps import Admin, NurseAtSite, SignedIn, record_act
-from app.deps import get_db, get_live
-from app.live.service import LiveService
+from app.deps import get_db
+from app.live.service import LiveService, get_live
 from app.params import SiteId
 from app.sites import repository
 from app.sites.schemas import ChairIn, SiteDetailOut, SiteIn, SiteOut

@@ -24,6 +24,18 @@ def list_sites(session: Session) -> list[SiteOut]:
     return [SiteOut(id=site_id, name=name, chair_count=count) for site_id, name, count in rows]
 
 
+def chair_names(session: Session, site_id: int) -> list[tuple[int, str]]:
+    """(id, name) of the site's chairs in display order: one indexed query, no live state."""
+    rows = session.execute(
+        select(Chair.id, Chair.name)
+        .where(Chair.site_id == site_id)
+        .order_by(Chair.position, Chair.id)
+    ).all()
+    if not rows and session.get(Site, site_id) is None:
+        raise NotFoundError(f"unknown site {site_id}")
+    return [(chair_id, name) for chair_id, name in rows]
+
+
 def site_detail(session: Session, site_id: int) -> SiteDetailOut:
     view = load_site_view(session, site_id)
     if view is None:

@@ -7,7 +7,7 @@ Patients are pseudonymous: an opaque id and display initials, never a name.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from app.storage.types import UTCDateTime
-from monitor.protocol import Phase
+from monitor.lifecycle import AlarmRecord, AlarmState
+from monitor.protocol import AlarmKind, Phase, Priority
 
 # Named constraints let one Alembic history alter tables on SQLite (batch mode) and PostgreSQL.
 NAMING_CONVENTION = {
@@ -195,7 +196,7 @@ class Alarm(Base):
     priority: Mapped[str] = mapped_column(String(16))  # current: low | medium | high | crisis
     state: Mapped[str] = mapped_column(String(16))  # raised | acknowledged | cleared
     text: Mapped[str] = mapped_column(String(200))
-    value: Mapped[float | None] = mapped_column(Float)  # the value that raised it
+    value: Mapped[float | None] = mapped_column(Float)  # the one that raised it or brought it back
     limit_value: Mapped[float | None] = mapped_column(Float)
     condition_active: Mapped[bool] = mapped_column(Boolean)
     audio_paused: Mapped[bool] = mapped_column(Boolean)
@@ -205,6 +206,67 @@ class Alarm(Base):
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     escalate_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     protocol_version: Mapped[str] = mapped_column(String(40))
+
+    # The one mapping between the engine's `AlarmRecord` and this row, both ways.
+
+    @classmethod
+    def of(cls, record: AlarmRecord, chair_id: int) -> Alarm:
+        row = cls(id=record.alarm_id, chair_id=chair_id)
+        row.follow(record)
+        return row
+
+    def follow(self, record: AlarmRecord) -> None:
+        """Make this row hold `record`: the alarm as it stands after its latest change."""
+        self.session_id = int(record.session_key)
+        self.rule_id = record.rule_id
+        self.kind = record.kind.value
+        self.priority = record.priority.value
+        self.state = record.state.value
+        self.text = record.text
+        self.value = record.value
+        self.limit_value = record.limit
+        self.condition_active = record.condition_active
+        self.audio_paused = record.audio_paused
+        self.raised_at = _moment(record.raised_at)
+        self.acknowledged_at = _optional_moment(record.acknowledged_at)
+        self.acknowledged_by = record.acknowledged_by
+        self.cleared_at = _optional_moment(record.cleared_at)
+        self.escalate_at = _optional_moment(record.escalate_at)
+        self.protocol_version = record.protocol_version
+
+    def record(self) -> AlarmRecord:
+        """The engine's record of this alarm, as stored."""
+        return AlarmRecord(
+            alarm_id=self.id,
+            session_key=str(self.session_id),
+            rule_id=self.rule_id,
+            kind=AlarmKind(self.kind),
+            priority=Priority(self.priority),
+            state=AlarmState(self.state),
+            text=self.text,
+            value=self.value,
+            limit=self.limit_value,
+            condition_active=self.condition_active,
+            audio_paused=self.audio_paused,
+            raised_at=self.raised_at.timestamp(),
+            acknowledged_at=_optional_epoch(self.acknowledged_at),
+            acknowledged_by=self.acknowledged_by,
+            cleared_at=_optional_epoch(self.cleared_at),
+            escalate_at=_optional_epoch(self.escalate_at),
+            protocol_version=self.protocol_version,
+        )
+
+
+def _moment(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _optional_moment(epoch: float | None) -> datetime | None:
+    return None if epoch is None else _moment(epoch)
+
+
+def _optional_epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
 
 
 class AlarmTransitionRecord(Base):

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from app.alarms.service import AlarmService
+from app.alarms.service import AlarmService, get_alarm_service
 from app.auth.deps import NurseAtSite, NurseOnSession
-from app.deps import get_alarm_service, get_db
+from app.deps import get_db
 from app.params import SessionId, SiteId
 from app.storage.db import Database
 from app.timeutil import utcnow

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.alarms.repository import alarm_out
-from app.alarms.schemas import AlarmOut
 from app.errors import NotFoundError
+from app.events import AlarmOut
 from app.sessions.schemas import EventOut
 from app.storage.models import (
     Alarm,

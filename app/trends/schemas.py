@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.alarms.schemas import AlarmOut
+from app.events import AlarmOut
 from app.sessions.schemas import EventOut
 
 

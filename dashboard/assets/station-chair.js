@@ -225,6 +225,14 @@
     if (msg.chair_id === view.chairId && !view.loading) load();
   };
 
+  view.onSession = function (msg) {
+    // An event on the open chair: re-read the window, which lists it and shows the phase.
+    if (msg.chair_id !== view.chairId) return;
+    if (!msg.session || msg.session.session_id !== view.sessionId) return view.close();
+    setText("chair-view-phase", msg.session.phase.replace("_", " "));
+    if (!view.loading) load();
+  };
+
   view.onSnapshot = function () {
     // After a reconnect or a session change: the full state again.
     if (view.chairId === null) return;

@@ -505,6 +505,12 @@
     setText(document.getElementById("filter-count"), anyFilter ? shown + " of " + total + " shown" : "");
   }
 
+  function renderOccupancy() {
+    var ids = Object.keys(link.chairs);
+    var occupied = ids.filter(function (id) { return link.chairs[id].session; }).length;
+    setText(document.getElementById("occupancy"), occupied + "/" + ids.length + " chairs");
+  }
+
   function applySnapshot(msg) {
     link.seq = msg.seq;
     link.display = msg.display || null;
@@ -514,14 +520,12 @@
       document.documentElement.style.setProperty("--" + level, colours[level]);
     });
     link.chairs = {};
-    var occupied = 0;
     msg.chairs.forEach(function (chair) {
       link.chairs[chair.chair_id] = chair;
-      if (chair.session) occupied += 1;
       renderChair(chair);
       renderAlarms(chair);
     });
-    setText(document.getElementById("occupancy"), occupied + "/" + msg.chairs.length + " chairs");
+    renderOccupancy();
     if (msg.chairs.some(function (c) { return !tileFor(c.chair_id); })) {
       // The site gained a chair since this page was laid out.
       window.location.reload();
@@ -558,6 +562,20 @@
     pendingLatency.push(Date.parse(msg.samples[0].received_time));
   }
 
+  // A session event on one chair (check-in, phase, rate, note, discharge): that chair's
+  // session as it now is; the rest of the screen stays as it was.
+  function applySession(msg) {
+    var chair = link.chairs[msg.chair_id];
+    if (!chair) return requestResync();
+    chair.session = msg.session;
+    renderChair(chair);
+    refreshChairClock(chair, serverNow());
+    renderOccupancy();
+    applyView();
+    updateSound();
+    if (window.vigilChair) window.vigilChair.onSession(msg);
+  }
+
   function requestResync() {
     if (link.ws && link.ws.readyState === WebSocket.OPEN) {
       link.ws.send(JSON.stringify({ type: "resync" }));
@@ -571,12 +589,13 @@
     if (msg.type === "snapshot") {
       applySnapshot(msg);
       refreshAges();
-    } else if (msg.type === "samples" || msg.type === "alarm") {
+    } else if (msg.type === "samples" || msg.type === "alarm" || msg.type === "session") {
       if (msg.seq <= link.seq) return; // already in the snapshot
       if (msg.seq !== link.seq + 1) return requestResync();
       link.seq = msg.seq;
       if (msg.type === "samples") applySamples(msg);
-      else applyAlarm(msg);
+      else if (msg.type === "alarm") applyAlarm(msg);
+      else applySession(msg);
     } else if (msg.type === "heartbeat") {
       if (msg.seq > link.seq) requestResync(); // a delta went missing
     }

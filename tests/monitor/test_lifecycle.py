@@ -59,9 +59,11 @@ def test_raise_and_clear_a_medium_alarm() -> None:
     assert [a.alarm_id for a in life.active()] == [record.alarm_id]
 
     cleared = life.apply(change("hr", False, 20, value=100))
-    assert [(r.event, r.state, r.value, r.alarm_id) for r in cleared] == [
-        (E.CLEARED, AlarmState.CLEARED, 100, record.alarm_id)
+    # The alarm keeps the value that raised it; the transition says what ended it.
+    assert [(r.event, r.state, r.value, r.reading, r.alarm_id) for r in cleared] == [
+        (E.CLEARED, AlarmState.CLEARED, 115, 100, record.alarm_id)
     ]
+    assert (cleared[0].cleared_at, cleared[0].acknowledged_at) == (20, None)
     assert life.active() == []
 
 
@@ -107,7 +109,8 @@ def test_acknowledged_alarm_clears_when_its_condition_ends() -> None:
     assert ack.condition_active
     (alarm,) = life.active()
     assert not alarm.audible
-    assert alarm.acknowledged_by == "rn"
+    assert (alarm.acknowledged_by, alarm.acknowledged_at) == ("rn", 5)
+    assert ack.alarm == alarm  # the transition carries the alarm's one record
     assert [r.event for r in life.apply(change("spo2", False, 9, Priority.HIGH))] == [E.CLEARED]
     # A new occurrence is a new alarm with a new id.
     (again,) = life.apply(change("spo2", True, 20, Priority.HIGH))
