@@ -288,6 +288,8 @@ class DissociationScale:
     confirms: str = "dissociation_resolved"
 
 
+# Discharge criteria Vigil measures (monitor/workflow.py); the nurse ticks the others.
+MEASURED_CRITERIA = ("time_since_infusion_end", "blood_pressure", "heart_rate", "spo2")
 DEFAULT_TICKED_CRITERIA = (
     "alert",
     "oriented",
@@ -1110,6 +1112,9 @@ def _read_discharge(t: _Table | None, default: DischargeCriteria) -> DischargeCr
             )
     if len(set(ticked)) != len(ticked):
         raise t.error("lists a criterion twice", "ticked")
+    measured = sorted(set(ticked) & set(MEASURED_CRITERIA))
+    if measured:
+        raise t.error(f"{measured[0]!r} is measured by Vigil, not ticked", "ticked")
     return DischargeCriteria(
         after_infusion_end_s=t.number(
             "after_infusion_end_s", default.after_infusion_end_s, minimum=0
