@@ -142,9 +142,12 @@ def _mean_of_last(readings: Sequence[VitalSample], protocol: Protocol) -> float 
     n = protocol.baseline_readings
     if len(readings) < n:
         return None
-    total = readings[-n].value
-    for sample in readings[len(readings) - n + 1 :]:  # summed oldest first, like the engine
-        total = total + sample.value
+    # The engines keep the last n readings in a ring of n slots (reading i in slot i % n) and
+    # sum the slots in order; summing in that order gives the very same float.
+    slot_order = sorted(range(len(readings) - n, len(readings)), key=lambda i: i % n)
+    total = readings[slot_order[0]].value
+    for i in slot_order[1:]:
+        total = total + readings[i].value
     return total / n
 
 
@@ -505,7 +508,9 @@ def _time_criterion(end: float | None, now: float, protocol: Protocol) -> Criter
         return Criterion(TIME_CRITERION, CriterionKind.MEASURED, False, "infusion not ended")
     since = now - end
     met = since >= need
-    text = f"{_duration(since)} since infusion end" + ("" if met else f" of {_duration(need)}")
+    text = f"{_duration(since)} since infusion end"
+    if not met:
+        text = f"{_duration(since)} of {_duration(need)} since infusion end"
     return Criterion(TIME_CRITERION, CriterionKind.MEASURED, met, text)
 
 
