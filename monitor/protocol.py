@@ -705,7 +705,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         baseline_readings=readings,
         nibp_interval_s=intervals,
         source=source,
-        workflow=_read_workflow(top.sub("workflow"), ids),
+        workflow=_read_workflow(top, ids),
     )
 
 
@@ -902,10 +902,17 @@ def _read_lifecycle(t: _Table | None) -> LifecycleSettings:
     )
 
 
-def _read_workflow(t: _Table | None, check_ids: Iterable[str]) -> WorkflowSettings:
+def _read_workflow(top: _Table, check_ids: Iterable[str]) -> WorkflowSettings:
     """The `[workflow]` section; a missing section or key takes the brief's default."""
     default = WorkflowSettings()
+    t = top.sub("workflow")
     if t is None:
+        if default.sedation.alarm_id in check_ids:
+            raise top.error(
+                f"the deep-sedation alarm's default id {default.sedation.alarm_id!r} is taken "
+                "by a rule: set [workflow.sedation] alarm_id",
+                "workflow",
+            )
         return default
     t.check_keys({"pre_infusion", "scores", "sedation", "dissociation", "discharge"})
     advisory, override = default.advisory, default.override

@@ -837,6 +837,14 @@ def test_workflow_errors_name_the_section_key_and_line(
         assert str(err).startswith(f"clinic.toml:{err.line}: '{section}': key '{key}': ")
 
 
+def test_a_rule_may_not_take_the_default_sedation_alarm_id() -> None:
+    """Without a [workflow] section the alarm id is the default, and still must be unique."""
+    text = DEFAULT[:WORKFLOW_START].replace('id = "spo2_desat"', 'id = "sedation_deep"', 1)
+    with pytest.raises(ProtocolError, match="'sedation_deep' is taken by a rule") as caught:
+        parse_protocol(text)
+    assert caught.value.key == "workflow"
+
+
 def test_a_clinic_with_a_0_to_10_dissociation_rating() -> None:
     text = DEFAULT[WORKFLOW_START:]
     for old, new in (('name = "CADSS-6"', 'name = "Dissociation 0–10"'),
