@@ -242,6 +242,108 @@ class LifecycleSettings:
     escalate_after_s: Mapping[Priority, float] = field(default_factory=dict)
 
 
+# --- the session workflow: pre-infusion check, scores, discharge readiness ----------------
+# monitor/workflow.py evaluates these; docs/WORKFLOW.md gives each default's source.
+
+
+@dataclass(frozen=True)
+class BloodPressurePair:
+    """A systolic/diastolic pair of limits in mmHg, as clinicians write them ("160/100")."""
+
+    sbp: float
+    dbp: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.sbp:g}/{self.dbp:g}"
+
+
+class ScoreKind(enum.StrEnum):
+    """The two scores a nurse records during a session."""
+
+    SEDATION = "sedation"  # MOAA/S by default: lower is deeper
+    DISSOCIATION = "dissociation"  # CADSS-6 by default: higher is more dissociated
+
+
+@dataclass(frozen=True)
+class ScoreSchedule:
+    """When scores are due: every `interval_s` of the phase while the session is in `phases`;
+    overdue `overdue_after_s` after that."""
+
+    scales: frozenset[ScoreKind] = frozenset(ScoreKind)
+    phases: frozenset[Phase] = frozenset({Phase.INFUSION, Phase.RECOVERY})
+    interval_s: Mapping[Phase, float] = field(
+        default_factory=lambda: {Phase.INFUSION: 900.0, Phase.RECOVERY: 900.0}
+    )
+    overdue_after_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class SedationScale:
+    """The sedation scale (lower is deeper), the alarm it raises and the score that confirms
+    the nurse's `confirms` tick at discharge."""
+
+    name: str = "MOAA/S"
+    minimum: float = 0.0
+    maximum: float = 5.0
+    alarm_id: str = "sedation_deep"
+    alarm_at_or_below: float = 2.0
+    alarm_priority: Priority = Priority.HIGH
+    alarm_advice: str = "deep sedation"
+    ready_at_or_above: float = 5.0
+    confirms: str = "alert"
+
+
+@dataclass(frozen=True)
+class DissociationScale:
+    """The dissociation scale (higher is more dissociated) and its "resolved" threshold."""
+
+    name: str = "CADSS-6"
+    minimum: float = 0.0
+    maximum: float = 24.0
+    resolved_at_or_below: float = 2.0
+    confirms: str = "dissociation_resolved"
+
+
+# Discharge criteria Vigil measures (monitor/workflow.py); the nurse ticks the others.
+MEASURED_CRITERIA = ("time_since_infusion_end", "blood_pressure", "heart_rate", "spo2")
+DEFAULT_TICKED_CRITERIA = (
+    "alert",
+    "oriented",
+    "ambulating",
+    "dissociation_resolved",
+    "escort_present",
+)
+
+
+@dataclass(frozen=True)
+class DischargeCriteria:
+    """Discharge readiness: the objective criteria Vigil computes and the ones a nurse ticks."""
+
+    after_infusion_end_s: float = 1800.0
+    bp_readings: int = 2
+    bp_within_fraction: float = 0.20  # of the baseline, per NIBP vital
+    bp_below: BloodPressurePair = BloodPressurePair(160.0, 100.0)
+    heart_rate_vitals: tuple[Vital, ...] = (Vital.HR, Vital.PR)
+    heart_rate_min: float = 50.0
+    heart_rate_max: float = 110.0
+    spo2_min: float = 92.0
+    vitals_max_age_s: float = 600.0
+    ticked: tuple[str, ...] = DEFAULT_TICKED_CRITERIA
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    """The clinic's session workflow: the `[workflow]` section of the protocol file."""
+
+    advisory: BloodPressurePair = BloodPressurePair(140.0, 90.0)
+    override: BloodPressurePair = BloodPressurePair(160.0, 100.0)
+    scores: ScoreSchedule = field(default_factory=ScoreSchedule)
+    sedation: SedationScale = field(default_factory=SedationScale)
+    dissociation: DissociationScale = field(default_factory=DissociationScale)
+    discharge: DischargeCriteria = field(default_factory=DischargeCriteria)
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A validated alarm protocol. Checks are numbered: rules, then technical, then combination."""
@@ -258,6 +360,7 @@ class Protocol:
     baseline_readings: int
     nibp_interval_s: Mapping[Phase, float]
     source: str = "<string>"
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
 
     @property
     def check_ids(self) -> tuple[str, ...]:
@@ -518,7 +621,7 @@ _TECH_DEFAULT_VITAL = {
 }
 _TOP_KEYS = {
     "version", "name", "lifecycle", "signal_quality", "baseline", "nibp", "combination",
-    "rule", "technical",
+    "rule", "technical", "workflow",
 }  # fmt: skip
 _DEFAULT_UNTRUSTED = ("artifact", "low_perfusion", "probe_off", "cuff_inflating", "questionable")
 
@@ -630,6 +733,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         baseline_readings=readings,
         nibp_interval_s=intervals,
         source=source,
+        workflow=_read_workflow(top, ids),
     )
 
 
@@ -823,4 +927,240 @@ def _read_lifecycle(t: _Table | None) -> LifecycleSettings:
         latching=frozenset(t.enum_list("latching", Priority, ["high", "crisis"])),
         audio_pause_s=t.number("audio_pause_s", 120.0, positive=True),
         escalate_after_s=escalate,
+    )
+
+
+def _read_workflow(top: _Table, check_ids: Iterable[str]) -> WorkflowSettings:
+    """The `[workflow]` section; a missing section or key takes the brief's default."""
+    default = WorkflowSettings()
+    t = top.sub("workflow")
+    if t is None:
+        if default.sedation.alarm_id in check_ids:
+            raise top.error(
+                f"the deep-sedation alarm's default id {default.sedation.alarm_id!r} is taken "
+                "by a rule: set [workflow.sedation] alarm_id",
+                "workflow",
+            )
+        return default
+    t.check_keys({"pre_infusion", "scores", "sedation", "dissociation", "discharge"})
+    advisory, override = default.advisory, default.override
+    pre = _workflow_table(t, "pre_infusion")
+    if pre is not None:
+        pre.check_keys({"advisory", "override"})
+        advisory = _bp_pair(pre, "advisory", advisory)
+        override = _bp_pair(pre, "override", override)
+        if override.sbp < advisory.sbp or override.dbp < advisory.dbp:
+            raise pre.error(
+                f"{override.text} is below the advisory {advisory.text}: the override level "
+                "must be at or above the advisory level",
+                "override",
+            )
+    discharge = _read_discharge(_workflow_table(t, "discharge"), default.discharge)
+    return WorkflowSettings(
+        advisory=advisory,
+        override=override,
+        scores=_read_score_schedule(_workflow_table(t, "scores"), default.scores),
+        sedation=_read_sedation(_workflow_table(t, "sedation"), discharge, set(check_ids)),
+        dissociation=_read_dissociation(_workflow_table(t, "dissociation"), discharge),
+        discharge=discharge,
+    )
+
+
+def _workflow_table(t: _Table, key: str) -> _Table | None:
+    sub = t.sub(key)
+    if sub is not None:
+        sub.label = sub.table  # errors name the section: 'workflow.discharge': key ...
+    return sub
+
+
+def _bp_pair(t: _Table, key: str, default: BloodPressurePair) -> BloodPressurePair:
+    if not t.has(key):
+        return default
+    raw = t.inline(key)
+    if set(raw) != {"sbp", "dbp"}:
+        raise t.error("must be a table of sbp and dbp, e.g. { sbp = 160, dbp = 100 }", key)
+    values = []
+    for name, vital in (("sbp", Vital.NIBP_SYS), ("dbp", Vital.NIBP_DIA)):
+        value, spec = raw[name], VITALS[vital]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise t.error(f"{name} must be a number, not {value!r}", key)
+        if not spec.plausible_min <= value <= spec.plausible_max:
+            raise t.error(
+                f"{name} {value:g} is outside {spec.label}'s range "
+                f"{spec.plausible_min:g} to {spec.plausible_max:g} {spec.unit}",
+                key,
+            )
+        values.append(float(value))
+    return BloodPressurePair(values[0], values[1])
+
+
+def _score_range(t: _Table, minimum: float, maximum: float) -> tuple[float, float]:
+    low = t.number("min", minimum)
+    high = t.number("max", maximum)
+    if high <= low:
+        raise t.error(f"must be greater than min ({low:g}), not {high:g}", "max")
+    return low, high
+
+
+def _on_scale(t: _Table, key: str, default: float, low: float, high: float) -> float:
+    value = t.number(key, default)
+    if not low <= value <= high:
+        raise t.error(f"{value:g} is outside the scale's range {low:g} to {high:g}", key)
+    return value
+
+
+def _confirms(t: _Table, default: str, discharge: DischargeCriteria) -> str:
+    """The ticked criterion a scale's latest score must agree with ("" for none)."""
+    name = t.str_("confirms", default)
+    if name and name not in discharge.ticked:
+        raise t.error(
+            f"{name!r} is not one of the ticked criteria ({', '.join(discharge.ticked)}); "
+            'write "" to confirm none',
+            "confirms",
+        )
+    return name
+
+
+def _read_score_schedule(t: _Table | None, default: ScoreSchedule) -> ScoreSchedule:
+    if t is None:
+        return default
+    t.check_keys({"scales", "phases", "interval_s", "overdue_after_s"})
+    scales = frozenset(t.enum_list("scales", ScoreKind, [s.value for s in default.scales]))
+    phases = _read_phases(t, default.phases)
+    intervals: dict[Phase, float] = {}
+    if not t.has("interval_s"):  # the default interval of each phase that is still scored
+        intervals = {p: sec for p, sec in default.interval_s.items() if p in phases}
+    for raw_phase, seconds in t.inline("interval_s").items():
+        try:
+            phase = Phase(raw_phase)
+        except ValueError:
+            raise t.error(f"{raw_phase!r} is not a session phase", "interval_s") from None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise t.error(f"{raw_phase} must be a number of seconds > 0", "interval_s")
+        intervals[phase] = float(seconds)
+    for phase in PHASES:
+        if phase in phases and phase not in intervals:
+            raise t.error(f"no interval for {phase.value}, a phase scores are due in", "interval_s")
+        if phase in intervals and phase not in phases:
+            raise t.error(f"{phase.value} is not in phases: scores are not due then", "interval_s")
+    return ScoreSchedule(
+        scales=scales,
+        phases=phases,
+        interval_s={p: intervals[p] for p in PHASES if p in intervals},
+        overdue_after_s=t.number("overdue_after_s", default.overdue_after_s, minimum=0),
+    )
+
+
+def _read_sedation(
+    t: _Table | None, discharge: DischargeCriteria, check_ids: set[str]
+) -> SedationScale:
+    default = SedationScale()
+    if t is None:
+        return default
+    t.check_keys({
+        "name", "min", "max", "alarm_id", "alarm_at_or_below", "alarm_priority", "alarm_advice",
+        "ready_at_or_above", "confirms",
+    })  # fmt: skip
+    name = t.str_("name", default.name).strip()
+    if not name:
+        raise t.error("must not be empty", "name")
+    low, high = _score_range(t, default.minimum, default.maximum)
+    alarm_id = t.str_("alarm_id", default.alarm_id)
+    if not _ID.match(alarm_id):
+        raise t.error(
+            "must be lower case letters, digits and _ (starting with a letter)", "alarm_id"
+        )
+    if alarm_id in check_ids:
+        raise t.error(f"{alarm_id!r} is already the id of a rule or technical check", "alarm_id")
+    return SedationScale(
+        name=name,
+        minimum=low,
+        maximum=high,
+        alarm_id=alarm_id,
+        alarm_at_or_below=_on_scale(t, "alarm_at_or_below", default.alarm_at_or_below, low, high),
+        alarm_priority=t.enum_("alarm_priority", Priority, default.alarm_priority.value),
+        alarm_advice=t.str_("alarm_advice", default.alarm_advice),
+        ready_at_or_above=_on_scale(t, "ready_at_or_above", default.ready_at_or_above, low, high),
+        confirms=_confirms(t, default.confirms, discharge),
+    )
+
+
+def _read_dissociation(t: _Table | None, discharge: DischargeCriteria) -> DissociationScale:
+    default = DissociationScale()
+    if t is None:
+        return default
+    t.check_keys({"name", "min", "max", "resolved_at_or_below", "confirms"})
+    name = t.str_("name", default.name).strip()
+    if not name:
+        raise t.error("must not be empty", "name")
+    low, high = _score_range(t, default.minimum, default.maximum)
+    return DissociationScale(
+        name=name,
+        minimum=low,
+        maximum=high,
+        resolved_at_or_below=_on_scale(
+            t, "resolved_at_or_below", default.resolved_at_or_below, low, high
+        ),
+        confirms=_confirms(t, default.confirms, discharge),
+    )
+
+
+def _read_discharge(t: _Table | None, default: DischargeCriteria) -> DischargeCriteria:
+    if t is None:
+        return default
+    t.check_keys({
+        "after_infusion_end_s", "bp_readings", "bp_within_fraction", "bp_below",
+        "heart_rate_vitals", "heart_rate_min", "heart_rate_max", "spo2_min", "vitals_max_age_s",
+        "ticked",
+    })  # fmt: skip
+    fraction = t.number("bp_within_fraction", default.bp_within_fraction, positive=True)
+    if fraction >= 1:
+        raise t.error(
+            f"is a fraction of the baseline, below 1 (0.2 = 20 %), not {fraction:g}",
+            "bp_within_fraction",
+        )
+    rate_vitals = tuple(
+        t.enum_list("heart_rate_vitals", Vital, [v.value for v in default.heart_rate_vitals])
+    )
+    if not rate_vitals or not set(rate_vitals) <= {Vital.HR, Vital.PR}:
+        raise t.error('must list "hr", "pr" or both', "heart_rate_vitals")
+    rate_spec = VITALS[Vital.HR]
+    rate_low = t.number("heart_rate_min", default.heart_rate_min, minimum=rate_spec.plausible_min)
+    rate_high = t.number("heart_rate_max", default.heart_rate_max)
+    if not rate_low < rate_high <= rate_spec.plausible_max:
+        raise t.error(
+            f"must be above heart_rate_min ({rate_low:g}) and at most "
+            f"{rate_spec.plausible_max:g}, not {rate_high:g}",
+            "heart_rate_max",
+        )
+    spo2_min = t.number("spo2_min", default.spo2_min)
+    if not 0 < spo2_min <= 100:
+        raise t.error(
+            f"must be a saturation above 0 and at most 100 %, not {spo2_min:g}", "spo2_min"
+        )
+    ticked = tuple(t.str_list("ticked", default.ticked))
+    for name in ticked:
+        if not _ID.match(name):
+            raise t.error(
+                f"{name!r}: a criterion is lower case letters, digits and _ (e.g. escort_present)",
+                "ticked",
+            )
+    if len(set(ticked)) != len(ticked):
+        raise t.error("lists a criterion twice", "ticked")
+    measured = sorted(set(ticked) & set(MEASURED_CRITERIA))
+    if measured:
+        raise t.error(f"{measured[0]!r} is measured by Vigil, not ticked", "ticked")
+    return DischargeCriteria(
+        after_infusion_end_s=t.number(
+            "after_infusion_end_s", default.after_infusion_end_s, minimum=0
+        ),
+        bp_readings=t.integer("bp_readings", default.bp_readings, minimum=1),
+        bp_within_fraction=fraction,
+        bp_below=_bp_pair(t, "bp_below", default.bp_below),
+        heart_rate_vitals=rate_vitals,
+        heart_rate_min=rate_low,
+        heart_rate_max=rate_high,
+        spo2_min=spo2_min,
+        vitals_max_age_s=t.number("vitals_max_age_s", default.vitals_max_age_s, positive=True),
+        ticked=ticked,
     )
