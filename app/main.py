@@ -33,6 +33,7 @@ from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
+from app.observability.logs import RequestIdMiddleware
 from app.review.endpoints import router as review_router
 from app.review.source import DatabaseReviewSource
 from app.sessions.endpoints import router as sessions_router
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = AuthService(db, AuditTrail(db), settings)
 
     install_error_handlers(app)
+    # Outermost: every request, the nurse station's included, gets an id for its log lines.
+    app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
 
     # Routes are matched in order: the device door, hit once a second per chair, comes
     # first, so a post is not tried against every route before it.

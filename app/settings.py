@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,39 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Consecutive failed sign-ins that lock an account."
     )
     lockout_minutes: float = Field(default=15.0, gt=0, description="How long a lockout lasts.")
+
+    # --- operations: logs, audit retention, single sign-on (issue 19) -----------------------
+
+    log_level: str | None = Field(
+        default=None,
+        description="DEBUG, INFO, WARNING or ERROR. Unset: INFO for `vigil serve`, WARNING for "
+        "the demo.",
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json: one JSON event per line; text: for a terminal. Unset: json for "
+        "`vigil serve`, text for the demo.",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="One log event per HTTP request (method, path, status, duration, request "
+        "id); costs about a tenth of a core at 300 chairs.",
+    )
+    audit_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Audit events older than this many days are deleted by `vigil audit "
+        "prune`. Unset: kept forever.",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str | None) -> str | None:
+        if level is None:
+            return None
+        if not isinstance(logging.getLevelNamesMapping().get(level.upper()), int):
+            raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+        return level.upper()
 
     @cached_property
     def resolved_database_url(self) -> str:
