@@ -385,3 +385,18 @@ class ReviewAnnotation(Base):
     text: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str] = mapped_column(String(80))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- Operations: audit retention (issue 19) ---------------------------------------------------
+
+
+class AuditPrunePermit(Base):
+    """The one way past the audit trail's append-only rule: while a row here says `cutoff`,
+    audit events older than it may be deleted. `vigil audit prune` adds the row, deletes,
+    removes the row and records the prune, in one transaction, so no other connection ever
+    sees a permit."""
+
+    __tablename__ = "audit_prune_permits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime())
