@@ -278,6 +278,74 @@ def audit_prune(
         f"deleted {result.deleted} audit events from before {iso(result.cutoff)} "
         f"(retention {retention} days)",
         markup=False,
+        soft_wrap=True,
+    )
+
+
+@admin_cli.command("backup")
+def backup_command(
+    file: Annotated[Path, typer.Argument(help="Where to write the backup (replaced if present).")],
+) -> None:
+    """Back up the database to FILE, safe while the server runs. SQLite: a copy through
+    SQLite's online backup API. PostgreSQL: `pg_dump --format=custom` (needs the PostgreSQL
+    client tools). The backup is recorded in the audit trail."""
+    from app.auth.audit import AuditTrail
+    from app.storage.backup import BackupError, backup
+
+    settings = Settings()
+    try:
+        backup(settings.resolved_database_url, file)
+    except BackupError as error:
+        _fail(str(error), 1)
+    db = Database(settings.resolved_database_url)
+    try:
+        asyncio.run(
+            AuditTrail(db).record(_cli_actor(), "database_backed_up", detail={"file": file.name})
+        )
+    finally:
+        db.close()
+    size_mb = file.stat().st_size / 1e6
+    console.print(
+        f"backed up {safe_url(settings)} to {file} ({size_mb:.1f} MB)",
+        markup=False,
+        soft_wrap=True,  # file names are never split
+    )
+
+
+@admin_cli.command("restore")
+def restore_command(
+    file: Annotated[Path, typer.Argument(help="A backup made by `vigil backup`.")],
+    replace: Annotated[bool, typer.Option(help="Overwrite a database that is not empty.")] = False,
+) -> None:
+    """Restore FILE into the database VIGIL_DATABASE_URL names (an empty one, unless
+    --replace), then bring its schema up to date. Stop the server first. PostgreSQL needs
+    `pg_restore` from the PostgreSQL client tools."""
+    from app.auth.audit import AuditTrail
+    from app.storage.backup import BackupError, restore
+
+    settings = Settings()
+    try:
+        restored = restore(settings.resolved_database_url, file, replace=replace)
+    except BackupError as error:
+        _fail(str(error), 1)
+    upgrade_schema(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        asyncio.run(
+            AuditTrail(db).record(
+                _cli_actor(),
+                "database_restored",
+                detail={"file": file.name, "revision": restored.revision},
+            )
+        )
+    finally:
+        db.close()
+    counts = ", ".join(f"{count} {table}" for table, count in restored.counts.items())
+    console.print(
+        f"restored {file} (schema revision {restored.revision}) into {safe_url(settings)}: "
+        f"{counts}",
+        markup=False,
+        soft_wrap=True,
     )
 
 
