@@ -118,6 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live_router)
     app.include_router(review_router)
     app.include_router(trends_router)
+    if settings.oidc_enabled:
+        from app.auth.oidc import install_oidc  # Authlib is imported only when it is used
+
+        install_oidc(app, settings, db)
     install_adapters(app, db, app.state.ingest, app.state.auth)
     app.state.adapters.events.subscribe(alarms.on_adapter_event)
     return app
