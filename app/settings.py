@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False,
         description="One log event per HTTP request (method, path, status, duration, request "
-        "id); costs about a tenth of a core at 300 chairs.",
+        "id); about 0.25 ms of CPU a line as JSON (measured on the 2-core test machine), "
+        "some 7 % of a core at 300 chairs.",
     )
     audit_retention_days: int | None = Field(
         default=None,

@@ -57,6 +57,11 @@ def accounts(site_id: int) -> dict[str, dict[str, Any]]:
             "preferred_username": "rex",
             "groups": ["visitors"],
         },
+        "lost-sub": {
+            "password": "pw",
+            "preferred_username": "lost",
+            "groups": ["icu-nurses", "site-gone"],  # mapped to a site Vigil does not have
+        },
         "local-nurse-sub": {
             "password": "pw",
             "preferred_username": "nurse",  # the clinic's local (password) nurse has this name
@@ -140,7 +145,11 @@ def sso(clinic: Clinic, tmp_path: Path) -> Iterator[SsoWorld]:
         oidc_provider_name="Test IdP",
         oidc_scopes="openid profile email groups",
         oidc_role_map=ROLE_MAP,
-        oidc_site_map={f"site-{clinic.site_id}": [clinic.site_id], "everywhere": "*"},
+        oidc_site_map={
+            f"site-{clinic.site_id}": [clinic.site_id],
+            "everywhere": "*",
+            "site-gone": [9999],
+        },
     )
     server = LiveServer(create_server(settings))
     accounts_file = tmp_path / "idp-accounts.json"
@@ -250,6 +259,12 @@ def test_who_the_provider_vouches_for_but_vigil_does_not_admit(sso: SsoWorld) ->
         assert "not linked to this sign-on" in taken.text
         assert "vigil_session" not in agent.cookies
 
+    # A site map naming a site Vigil lacks is a setting to fix, said as such.
+    with httpx.Client(follow_redirects=True) as agent:
+        lost = sign_in_with_provider(agent, sso, "lost-sub", "pw")
+        assert lost.status_code == 403
+        assert "settings are wrong (no site with id 9999)" in lost.text
+
     # An account an admin deactivated in Vigil stays out, whatever the provider says.
     with httpx.Client(follow_redirects=True) as agent:
         assert sign_in_with_provider(agent, sso, "ada-sub", "ada-pw").status_code == 200
@@ -278,6 +293,7 @@ def test_who_the_provider_vouches_for_but_vigil_does_not_admit(sso: SsoWorld) ->
     assert ("rex", "no_role") in outcomes
     assert ("nurse", "username_taken") in outcomes
     assert ("ada.admin", "deactivated") in outcomes
+    assert ("lost", "misconfigured") in outcomes
     assert any(outcome == "sso_failed" for _, outcome in outcomes)
 
 

@@ -35,6 +35,7 @@ from starlette.routing import Route, Router
 from app.auth import repository
 from app.auth.deps import get_auth, source_of
 from app.auth.web import OIDC_PATH, safe_next, set_session_cookies, sign_in_page
+from app.errors import NotFoundError
 from app.settings import Settings
 from app.storage.db import Database
 from app.storage.models import Role, User, UserIdentity
@@ -153,7 +154,7 @@ def link_person(session: Session, person: ExternalPerson, now: datetime) -> Link
         if session.scalar(select(User.id).where(User.username == person.username)) is not None:
             raise NoVigilAccess(
                 f"the username {person.username!r} belongs to a Vigil account that is not "
-                "linked to this sign-on; an admin must rename one of them",
+                "linked to this sign-on; ask the clinic's IT",
                 outcome="username_taken",
             )
         user = User(
@@ -261,7 +262,14 @@ class OidcSignIn:
                 raise NoVigilAccess("the provider's userinfo is for someone else", "bad_claims")
             claims.update(extra)
             person = map_claims(claims, self._settings)
-            linked = await self._db.run(link_person, person, utcnow())
+            try:
+                linked = await self._db.run(link_person, person, utcnow())
+            except NotFoundError as error:  # VIGIL_OIDC_SITE_MAP names a site Vigil lacks
+                raise NoVigilAccess(
+                    f"Vigil's single sign-on settings are wrong ({error.message}); tell the "
+                    "clinic's IT",
+                    outcome="misconfigured",
+                ) from None
         except OAuthError as error:
             await auth.audit.record(
                 self._actor,
