@@ -1,4 +1,5 @@
-"""The server's admin commands: the schema, people who may sign in, device credentials.
+"""The server's admin commands: the schema, people who may sign in, device credentials,
+the audit trail's export and retention, backup and restore.
 
 They are part of the `vigil` command, which `vigil.cli` composes (with `serve`, `demo` and
 the simulators' commands); nothing here starts a server or a simulation.
@@ -7,12 +8,15 @@ the simulators' commands); nothing here starts a server or a simulation.
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from app.auth.audit import ExportFormat
 from app.settings import Settings
 from app.storage import migrate
 from app.storage.db import Database
@@ -21,8 +25,8 @@ from app.storage.models import Role
 if TYPE_CHECKING:
     from app.auth.service import AuthService
 
-# Added to `vigil` without a name of its own: its groups become `vigil db`, `vigil user`
-# and `vigil device-credential`.
+# Added to `vigil` without a name of its own: its groups become `vigil db`, `vigil user`,
+# `vigil device-credential` and `vigil audit`.
 admin_cli = typer.Typer(no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema management.", no_args_is_help=True)
 admin_cli.add_typer(db_cli, name="db")
@@ -30,6 +34,11 @@ user_cli = typer.Typer(help="People who may sign in, and their roles.", no_args_
 admin_cli.add_typer(user_cli, name="user")
 credential_cli = typer.Typer(help="Device and gateway ingest credentials.", no_args_is_help=True)
 admin_cli.add_typer(credential_cli, name="device-credential")
+audit_cli = typer.Typer(
+    help="The audit trail: export for the clinic's records, prune by retention.",
+    no_args_is_help=True,
+)
+admin_cli.add_typer(audit_cli, name="audit")
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)  # messages name files: never split them
 
@@ -188,6 +197,156 @@ def credential_revoke(credential_id: Annotated[int, typer.Argument()]) -> None:
     finally:
         db.close()
     console.print(f"credential {credential_id} revoked")
+
+
+@audit_cli.command("export")
+def audit_export(
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="First day (YYYY-MM-DD, UTC) or time (ISO 8601) to include."),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(help="Last day to include (YYYY-MM-DD), or the time to stop before."),
+    ] = None,
+    export_format: Annotated[
+        ExportFormat, typer.Option("--format", help="csv, or jsonl (one JSON object a line).")
+    ] = ExportFormat.CSV,
+    out: Annotated[
+        Path | None, typer.Option(help="Write to this file (default: standard output).")
+    ] = None,
+) -> None:
+    """Export the audit trail, oldest first: `vigil audit export --from 2026-01-01 --to
+    2026-03-31 --format csv --out q1.csv`. The export is itself recorded in the trail."""
+    from app.auth.audit import AuditTrail, ExportRange, export_text, parse_bound
+
+    try:
+        span = ExportRange(
+            None if from_ is None else parse_bound(from_, end=False),
+            None if to is None else parse_bound(to, end=True),
+        )
+    except ValueError as error:
+        _fail(f"--from/--to: a date (YYYY-MM-DD) or an ISO 8601 time ({error})", 2)
+    settings = Settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        asyncio.run(
+            AuditTrail(db).record(
+                _cli_actor(),
+                "audit_exported",
+                detail={"format": export_format.value, **span.as_detail()},
+            )
+        )
+        target = sys.stdout if out is None else out.open("w", encoding="utf-8", newline="")
+        try:
+            with db.session() as session:
+                for text in export_text(session, span, export_format):
+                    target.write(text)
+        finally:
+            if target is not sys.stdout:
+                target.close()
+    finally:
+        db.close()
+    if out is not None:
+        error_console.print(f"audit trail written to {out}", markup=False, highlight=False)
+
+
+@audit_cli.command("prune")
+def audit_prune(
+    days: Annotated[
+        int | None,
+        typer.Option(help="Keep this many days (default: VIGIL_AUDIT_RETENTION_DAYS).", min=1),
+    ] = None,
+) -> None:
+    """Delete audit events older than the retention period, and record the prune in the
+    trail itself. Without --days and VIGIL_AUDIT_RETENTION_DAYS, the trail is kept forever
+    and nothing is deleted. Safe while the server runs."""
+    from app.auth.audit import AuditTrail
+    from app.timeutil import iso
+
+    settings = Settings()
+    retention = days or settings.audit_retention_days
+    if retention is None:
+        console.print("VIGIL_AUDIT_RETENTION_DAYS is unset: the audit trail is kept forever.")
+        return
+    db = Database(settings.resolved_database_url)
+    try:
+        result = asyncio.run(AuditTrail(db).prune(_cli_actor(), retention))
+    finally:
+        db.close()
+    console.print(
+        f"deleted {result.deleted} audit events from before {iso(result.cutoff)} "
+        f"(retention {retention} days)",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@admin_cli.command("backup")
+def backup_command(
+    file: Annotated[Path, typer.Argument(help="Where to write the backup (replaced if present).")],
+) -> None:
+    """Back up the database to FILE, safe while the server runs. SQLite: a copy through
+    SQLite's online backup API. PostgreSQL: `pg_dump --format=custom` (needs the PostgreSQL
+    client tools). The backup is recorded in the audit trail."""
+    from app.auth.audit import AuditTrail
+    from app.storage.backup import BackupError, backup
+
+    settings = Settings()
+    try:
+        backup(settings.resolved_database_url, file)
+    except BackupError as error:
+        _fail(str(error), 1)
+    db = Database(settings.resolved_database_url)
+    try:
+        asyncio.run(
+            AuditTrail(db).record(_cli_actor(), "database_backed_up", detail={"file": file.name})
+        )
+    finally:
+        db.close()
+    size_mb = file.stat().st_size / 1e6
+    console.print(
+        f"backed up {safe_url(settings)} to {file} ({size_mb:.1f} MB)",
+        markup=False,
+        soft_wrap=True,  # file names are never split
+    )
+
+
+@admin_cli.command("restore")
+def restore_command(
+    file: Annotated[Path, typer.Argument(help="A backup made by `vigil backup`.")],
+    replace: Annotated[bool, typer.Option(help="Overwrite a database that is not empty.")] = False,
+) -> None:
+    """Restore FILE into the database VIGIL_DATABASE_URL names (an empty one, unless
+    --replace), then bring its schema up to date. Stop the server first. PostgreSQL needs
+    `pg_restore` from the PostgreSQL client tools."""
+    from app.auth.audit import AuditTrail
+    from app.storage.backup import BackupError, restore
+
+    settings = Settings()
+    try:
+        restored = restore(settings.resolved_database_url, file, replace=replace)
+    except BackupError as error:
+        _fail(str(error), 1)
+    upgrade_schema(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        asyncio.run(
+            AuditTrail(db).record(
+                _cli_actor(),
+                "database_restored",
+                detail={"file": file.name, "revision": restored.revision},
+            )
+        )
+    finally:
+        db.close()
+    counts = ", ".join(f"{count} {table}" for table, count in restored.counts.items())
+    console.print(
+        f"restored {file} (schema revision {restored.revision}) into {safe_url(settings)}: "
+        f"{counts}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def safe_url(settings: Settings) -> str:

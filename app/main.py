@@ -37,6 +37,7 @@ from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
+from app.observability.logs import RequestIdMiddleware
 from app.review.endpoints import router as review_router
 from app.review.source import DatabaseReviewSource
 from app.sessions.endpoints import router as sessions_router
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.adapters = adapters
 
     install_error_handlers(app)
+    # Outermost: every request, the nurse station's included, gets an id for its log lines.
+    app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
 
     # Routes are matched in order: the device door, hit once a second per chair, comes
     # first, so a post is not tried against every route before it.
@@ -138,6 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exports_router)
     app.include_router(ws_ingest_router)
     app.include_router(adapters_router)
+    if settings.oidc_enabled:
+        from app.auth.oidc import install_oidc  # Authlib is imported only when it is used
+
+        install_oidc(app, settings, db)
     return app
 
 

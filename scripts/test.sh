@@ -13,6 +13,21 @@ if ! command -v chromium >/dev/null; then
 fi
 export VIGIL_TEST_CHROMIUM="${VIGIL_TEST_CHROMIUM:-$(command -v chromium)}"
 
+# The single sign-on tests start a real OpenID Connect provider, panva's oidc-provider, on
+# Node.js: installed from the committed lock file (again only when the lock file changed).
+oidc_dir=tests/oidc_provider
+if ! command -v node >/dev/null || ! command -v npm >/dev/null ||
+  ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+  echo "error: the single sign-on tests need Node.js 20.19 or newer with npm" >&2
+  echo "       (found: $(node --version 2>/dev/null || echo 'no node')); install it and run again." >&2
+  exit 1
+fi
+if ! cmp -s "$oidc_dir/package-lock.json" "$oidc_dir/node_modules/.vigil-installed-lock"; then
+  echo "installing the test OpenID provider (npm ci in $oidc_dir)…"
+  npm ci --prefix "$oidc_dir" --no-audit --no-fund --loglevel=error
+  cp "$oidc_dir/package-lock.json" "$oidc_dir/node_modules/.vigil-installed-lock"
+fi
+
 # PostgreSQL: the suite runs every storage test against it as well as SQLite.
 export VIGIL_TEST_POSTGRES_URL="${VIGIL_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

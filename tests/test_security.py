@@ -74,6 +74,7 @@ MATRIX: dict[tuple[str, str], tuple[Role | None, str | None]] = {
     ("DELETE", "/api/v1/device-credentials/{credential_id}"): (ADMIN, None),
     ("GET", "/api/v1/audit"): (ADMIN, None),
     ("GET", "/api/v1/audit/export.csv"): (ADMIN, None),
+    ("GET", "/api/v1/audit/export"): (ADMIN, None),
     ("GET", "/api/v1/adapters"): (ADMIN, None),
     ("POST", "/api/v1/devices"): (ADMIN, None),
     ("GET", "/api/v1/devices"): (ADMIN, None),

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
-from app.auth.audit import AuditQuery
+from app.auth.audit import EXPORT_MEDIA_TYPES, AuditQuery, ExportFormat, ExportRange, parse_bound
 from app.auth.deps import Admin, Audit, Auth, SignedIn, source_of
 from app.auth.schemas import (
     AuditEventOut,
@@ -24,6 +25,7 @@ from app.auth.schemas import (
     UserPatch,
 )
 from app.auth.service import UserChange
+from app.errors import FieldProblem, InvalidRequest
 from app.params import BeforeIdQuery, CredentialId, OptionalSiteQuery, UserId
 from app.storage.models import TokenKind
 
@@ -222,4 +224,60 @@ async def export_audit(who: Admin, request: Request, audit: Audit, query: Filter
         body,
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="vigil-audit.csv"'},
+    )
+
+
+def export_range(
+    from_: Annotated[
+        str | None,
+        Query(
+            alias="from",
+            max_length=40,
+            description="First day (YYYY-MM-DD, UTC) or time (ISO 8601) to include.",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="Last day to include (YYYY-MM-DD), or the time (ISO 8601) to stop before.",
+        ),
+    ] = None,
+) -> ExportRange:
+    bounds: dict[str, datetime | None] = {}
+    for name, text, end in (("from", from_, False), ("to", to, True)):
+        try:
+            bounds[name] = None if text is None else parse_bound(text, end=end)
+        except ValueError:
+            problem = "a date (YYYY-MM-DD) or an ISO 8601 time"
+            raise InvalidRequest([FieldProblem(("query", name), problem)]) from None
+    return ExportRange(bounds["from"], bounds["to"])
+
+
+@router.get(
+    "/audit/export",
+    tags=["audit"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {media: {} for media in EXPORT_MEDIA_TYPES.values()}}},
+)
+async def export_audit_range(
+    who: Admin,
+    request: Request,
+    audit: Audit,
+    span: Annotated[ExportRange, Depends(export_range)],
+    format: ExportFormat = ExportFormat.CSV,
+) -> StreamingResponse:
+    """Every audit event in a date range, oldest first, as CSV or JSON lines, for the
+    clinic's compliance records. Streamed: a year's trail is never held in memory. The
+    export is itself recorded in the trail."""
+    await audit.record(
+        who,
+        "audit_exported",
+        source=source_of(request),
+        detail={"format": format.value, **span.as_detail()},
+    )
+    return StreamingResponse(
+        audit.export(span, format),
+        media_type=EXPORT_MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="vigil-audit.{format.value}"'},
     )

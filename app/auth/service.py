@@ -143,6 +143,22 @@ class AuthService:
         )
         return signed_in
 
+    async def sign_in_verified(self, user_id: int, *, source: str | None, via: str) -> SignedIn:
+        """A browser session for a person another party has already authenticated (single
+        sign-on): the same token, cookie and lifetime as a password sign-in, audited as one,
+        with `via` naming the party. The caller has checked that the account is active."""
+        expires_at = utcnow() + timedelta(hours=self._settings.session_hours)
+        signed_in = await self._issue(user_id, TokenKind.SESSION, via, expires_at)
+        await self.audit.record(
+            signed_in.principal,
+            "sign_in",
+            target_type="user",
+            target_id=user_id,
+            source=source,
+            detail={"kind": TokenKind.SESSION.value, "via": via},
+        )
+        return signed_in
+
     async def _issue(
         self, user_id: int, kind: TokenKind, label: str, expires_at: datetime
     ) -> SignedIn:

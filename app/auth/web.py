@@ -11,7 +11,7 @@ import html
 import json
 from collections.abc import Callable
 from typing import Annotated
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,12 +19,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.auth.deps import CSRF_COOKIE, SESSION_COOKIE, get_auth, source_of
 from app.auth.principal import Principal
-from app.auth.service import AuthService
+from app.auth.service import AuthService, SignedIn
 from app.auth.tokens import csrf_token_for, same_secret
 from app.errors import NotAuthenticated, TooManyRequests
 from app.storage.models import TokenKind
 
 VIEWER_HEADER = "x-vigil-viewer"  # set only by the gate, for the Dash callbacks
+OIDC_PATH = "/auth/oidc"  # single sign-on's routes (app.auth.oidc), mounted when configured
+OIDC_LOGIN_PATH = f"{OIDC_PATH}/login"
 
 router = APIRouter(include_in_schema=False)
 
@@ -40,6 +42,8 @@ input{{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}}
 button{{margin-top:1.2rem;width:100%;padding:.6rem;font-size:1rem}}
 .error{{background:#7a1f1f;padding:.5rem;border-radius:4px}}
 .notice{{font-size:.8rem;color:#9fb0c0;margin-top:1rem}}
+.sso{{display:block;margin-top:.8rem;padding:.6rem;text-align:center;border-radius:4px;
+background:#2d4a66;color:#e8eef4;text-decoration:none}}
 </style></head><body>
 <form method="post" action="/login">
 <h1>Vigil</h1>{error}
@@ -48,61 +52,38 @@ button{{margin-top:1.2rem;width:100%;padding:.6rem;font-size:1rem}}
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <input type="hidden" name="next" value="{next}">
-<button type="submit">Sign in</button>
+<button type="submit">Sign in</button>{sso}
 <p class="notice">Vigil is a secondary display. The bedside monitors keep their own alarms.</p>
 </form></body></html>"""
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Only a path on this server: never an open redirect to another site."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
 
 
-def _page(error: str | None, next_path: str, status_code: int) -> HTMLResponse:
+def sign_in_page(
+    request: Request, error: str | None, next_path: str, status_code: int
+) -> HTMLResponse:
+    """The sign-in page, with `error` above the form; with a "Sign in with …" link when
+    single sign-on is configured."""
     message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    body = _PAGE.format(error=message, next=html.escape(_safe_next(next_path)))
+    next_path = safe_next(next_path)
+    settings = request.app.state.settings
+    sso = ""
+    if settings.oidc_enabled:
+        target = html.escape(f"{OIDC_LOGIN_PATH}?{urlencode({'next': next_path})}")
+        name = html.escape(settings.oidc_provider_name)
+        sso = f'<a class="sso" href="{target}">Sign in with {name}</a>'
+    body = _PAGE.format(error=message, next=html.escape(next_path), sso=sso)
     return HTMLResponse(body, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-def _secure(request: Request) -> bool:
-    configured: bool | None = request.app.state.settings.cookie_secure
-    return configured if configured is not None else request.url.scheme == "https"
-
-
-def _same_origin(request: Request) -> bool:
-    """A browser form post from another site (login CSRF) carries that site's Origin."""
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host")
-
-
-@router.get("/login")
-async def login_page(request: Request, next: str = "/") -> HTMLResponse:
-    return _page(None, next, status.HTTP_200_OK)
-
-
-@router.post("/login")
-async def login(
-    request: Request,
-    username: Annotated[str, Form(max_length=64)],
-    password: Annotated[str, Form(max_length=200)],
-    next: Annotated[str, Form(max_length=2000)] = "/",
-) -> Response:
-    if not _same_origin(request):
-        return _page("Sign in from Vigil's own page.", next, status.HTTP_403_FORBIDDEN)
-    auth = get_auth(request)
-    try:
-        signed_in = await auth.sign_in(
-            username, password, source=source_of(request), kind=TokenKind.SESSION
-        )
-    except TooManyRequests as exc:
-        return _page(f"Too many attempts: wait {exc.retry_after_s} s.", next, exc.status_code)
-    except NotAuthenticated as exc:
-        return _page(exc.message.capitalize() + ".", next, exc.status_code)
-    response = RedirectResponse(_safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
+def set_session_cookies(response: Response, request: Request, signed_in: SignedIn) -> None:
+    """The browser sign-in: the session token (HttpOnly) and its CSRF companion (readable),
+    both SameSite=Strict, for as long as a shift."""
     max_age = int(request.app.state.settings.session_hours * 3600)
     secure = _secure(request)
     response.set_cookie(
@@ -121,6 +102,47 @@ async def login(
         secure=secure,
         samesite="strict",
     )
+
+
+def _secure(request: Request) -> bool:
+    configured: bool | None = request.app.state.settings.cookie_secure
+    return configured if configured is not None else request.url.scheme == "https"
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser form post from another site (login CSRF) carries that site's Origin."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host")
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return sign_in_page(request, None, next, status.HTTP_200_OK)
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=200)],
+    next: Annotated[str, Form(max_length=2000)] = "/",
+) -> Response:
+    if not _same_origin(request):
+        return sign_in_page(request, "Sign in from Vigil's own page.", next, 403)
+    auth = get_auth(request)
+    try:
+        signed_in = await auth.sign_in(
+            username, password, source=source_of(request), kind=TokenKind.SESSION
+        )
+    except TooManyRequests as exc:
+        wait = f"Too many attempts: wait {exc.retry_after_s} s."
+        return sign_in_page(request, wait, next, exc.status_code)
+    except NotAuthenticated as exc:
+        return sign_in_page(request, exc.message.capitalize() + ".", next, exc.status_code)
+    response = RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
+    set_session_cookies(response, request, signed_in)
     return response
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 from app.auth.deps import DeviceToken
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.ingest.service import IngestService, get_ingest_service
+from app.observability.logs import bind_device_id
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -31,6 +32,7 @@ async def post_observations(
 ) -> Response:
     """Store a device's batch of observations, whole or not at all, then publish it live.
     Needs the device's own credential, or its site's gateway credential."""
+    bind_device_id(batch.device_id)  # on this request's log lines
     accepted = IngestAccepted.of(await ingest.ingest(batch, credential=token))
     # Serialised here, once: a returned model would be validated again against
     # `response_model` (which stays, for the OpenAPI document) on every post.

@@ -445,3 +445,36 @@ class ReviewAnnotation(Base):
     text: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str] = mapped_column(String(80))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- Operations: audit retention (issue 19) ---------------------------------------------------
+
+
+class AuditPrunePermit(Base):
+    """The one way past the audit trail's append-only rule: while a row here says `cutoff`,
+    audit events older than it may be deleted. `vigil audit prune` adds the row, deletes,
+    removes the row and records the prune, in one transaction, so no other connection ever
+    sees a permit."""
+
+    __tablename__ = "audit_prune_permits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- Operations: single sign-on (issue 19) ----------------------------------------------------
+
+
+class UserIdentity(Base):
+    """A person's account at an OpenID Connect provider, linked to their Vigil user: the
+    provider's issuer and its stable subject id, never the (changeable) username."""
+
+    __tablename__ = "user_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    issuer: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_sign_in_at: Mapped[datetime] = mapped_column(UTCDateTime())

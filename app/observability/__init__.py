@@ -1,0 +1,1 @@
+"""What a clinic's IT person watches: structured logs with request ids (metrics come later)."""
