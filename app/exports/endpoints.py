@@ -25,7 +25,7 @@ async def _record(
     request: Request, session_id: int, who: ClinicianOnSession, export_format: str
 ) -> SessionRecord:
     db: Database = request.app.state.db
-    record = await db.run(load_session, session_id)
+    record = await db.read(load_session, session_id)
     await record_session_export(request, who, session_id, export_format)
     return record
 

@@ -45,4 +45,4 @@ class SessionService:
         return await self.get(session_id)
 
     async def get(self, session_id: int) -> SessionOut:
-        return await self._db.run(repository.session_out, session_id)
+        return await self._db.read(repository.session_out, session_id)

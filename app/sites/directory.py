@@ -12,13 +12,13 @@ class DatabaseSiteDirectory:
         self._db = db
 
     def sites(self) -> list[SiteEntry]:
-        with self._db.session() as session:
+        with self._db.read_session() as session:
             return [
                 SiteEntry(site.id, site.name, site.chair_count)
                 for site in repository.list_sites(session)
             ]
 
     def chairs(self, site_id: int) -> list[ChairEntry]:
-        with self._db.session() as session:
+        with self._db.read_session() as session:
             detail = repository.site_detail(session, site_id)
         return [ChairEntry(chair.id, chair.name) for chair in detail.chairs]
