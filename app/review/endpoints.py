@@ -26,7 +26,7 @@ from app.deps import get_db
 from app.errors import FieldProblem, Forbidden, InvalidRequest
 from app.params import MAX_ID, SessionId, SiteId
 from app.review import repository, service
-from app.review.report import report_html, report_pdf
+from app.review.rendering import renderer
 from app.review.schemas import AlarmLogSort, AnnotationIn, SortOrder
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
@@ -258,9 +258,10 @@ async def report_page(
     session_id: SessionId, who: ClinicianOnSession, db: Db, request: Request
 ) -> HTMLResponse:
     """The printable one-page report as HTML (print it from the browser)."""
+    # Read on the reader pool, drawn in a worker process: never on the event loop.
     report = await db.read(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
     await record_session_export(request, who, session_id, "report html")
-    return HTMLResponse(report_html(report, utcnow()))
+    return HTMLResponse(await renderer.html(report, utcnow()))
 
 
 @router.get(
@@ -275,7 +276,7 @@ async def report_document(
     report = await db.read(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
     await record_session_export(request, who, session_id, "report pdf")
     return Response(
-        report_pdf(report, utcnow()),
+        await renderer.pdf(report, utcnow()),
         media_type="application/pdf",
         headers={"Content-Disposition": f'inline; filename="session-{session_id}-report.pdf"'},
     )
