@@ -1,20 +1,24 @@
 """Slow work stays off the event loop, and reads stay off the writer (issue 13).
 
-A real uvicorn server draws the report of a two-hour session while another thread hits
-/healthz and posts samples every 20 ms: none of those may wait anywhere near as long as
-the report takes. Beside it, the database's two paths: a read runs while the writer is
-busy, sees one snapshot, and cannot write.
+A real uvicorn server draws the report of a two-hour session, or writes its FHIR export,
+for a client in another process, while a thread hits /healthz and posts samples every
+20 ms: none of those may wait anywhere near as long as the report or the export takes.
+Beside it, the database's two paths: a read runs while the writer is busy, sees one
+snapshot, and cannot write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +34,10 @@ from tests.conftest import Clinic, LiveServer
 
 PROBE_EVERY_S = 0.020
 PROBE_LIMIT_S = 0.150  # far below what a report takes (0.3 s at the very least)
+# On a busy shared machine everything slows together (a report took 1 s here one minute
+# and 5 s the next): a probe may then wait up to a quarter of the report's time. A loop
+# held by the drawing makes one wait for most of it (1.6 s of a 2 s report, measured).
+PROBE_SHARE_OF_REPORT = 0.25
 REPORT_AT_LEAST_S = 0.3
 
 
@@ -103,7 +111,7 @@ class Probe:
             tick = 0
             while not self._stop.is_set():
                 tick += 1
-                sent = time.perf_counter()
+                sent = time.monotonic()
                 if tick % 3:
                     response = client.get("/healthz")
                     what, expected = "healthz", 200
@@ -115,7 +123,7 @@ class Probe:
                         "/api/v1/observations", json=body, headers=self.clinic.device_auth
                     )
                     what, expected = "sample", 201
-                wait = time.perf_counter() - sent
+                wait = time.monotonic() - sent
                 self.waits.append((sent, wait, what))
                 if response.status_code != expected:
                     self.failures.append(f"{what}: {response.status_code} {response.text[:200]}")
@@ -131,42 +139,79 @@ class Probe:
         self._stop.set()
 
 
+CLINICIAN_DOWNLOAD = """
+import sys, time, httpx
+url, token, into = sys.argv[1:]
+began = time.monotonic()
+response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+ended = time.monotonic()
+open(into, "wb").write(response.content)
+print(response.status_code, began, ended)
+"""
+
+
+def download_elsewhere(url: str, token: str, into: Path) -> tuple[int, float, float]:
+    """GET `url` from another process, as a clinician's browser would: the download's own
+    work must not count against the server's event loop. Its status, and when the
+    request began and ended (time.monotonic, the same clock in every process)."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLINICIAN_DOWNLOAD, url, token, str(into)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    status, began, ended = done.stdout.split()
+    return int(status), float(began), float(ended)
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("path", "opening"),
+    [
+        ("/api/v1/review/sessions/{}/report.pdf", b"%PDF"),
+        ("/api/v1/sessions/{}/export/fhir", b'{"resourceType":"Bundle"'),
+    ],
+    ids=["report", "fhir-export"],
+)
 def test_a_long_report_does_not_hold_up_samples_or_health_checks(
-    frozen_start_up: None, live_server: LiveServer, clinic: Clinic
+    frozen_start_up: None,
+    live_server: LiveServer,
+    clinic: Clinic,
+    tmp_path: Path,
+    path: str,
+    opening: bytes,
 ) -> None:
     session_id = seed_two_hour_session(clinic.url)
-    report_url = f"{live_server.http_url}/api/v1/review/sessions/{session_id}/report.pdf"
-    clinician = clinic.auth("clinician")
+    url = live_server.http_url + path.format(session_id)
+    token = clinic.tokens["clinician"]
     # Once first: the worker process starts and the connections open; the second is timed.
-    assert httpx.get(report_url, headers=clinician, timeout=60).status_code == 200
+    assert download_elsewhere(url, token, tmp_path / "first")[0] == 200
 
     probe = Probe(live_server, clinic)
     prober = threading.Thread(target=probe.run, daemon=True)
     prober.start()
     try:
         time.sleep(0.3)  # the probe's own first requests settle
-        began = time.perf_counter()
-        response = httpx.get(report_url, headers=clinician, timeout=60)
-        ended = time.perf_counter()
+        status, began, ended = download_elsewhere(url, token, tmp_path / "second")
         time.sleep(0.1)
     finally:
         probe.stop()
         prober.join(timeout=15)
 
-    assert response.status_code == 200
-    assert response.content.startswith(b"%PDF")
+    assert status == 200
+    assert (tmp_path / "second").read_bytes().startswith(opening)
     assert not probe.failures, probe.failures
-    report_s = ended - began
-    assert report_s >= REPORT_AT_LEAST_S, f"the report took {report_s:.3f} s: too short to tell"
+    took_s = ended - began
+    assert took_s >= REPORT_AT_LEAST_S, f"{path} took {took_s:.3f} s: too short to tell"
     during = probe.waits_between(began, ended)
     longest, what = max(during)
-    assert longest < PROBE_LIMIT_S, (
-        f"a {what} request waited {1000 * longest:.0f} ms while the {report_s:.2f} s report "
-        f"was drawn: something blocked the event loop"
+    assert longest < max(PROBE_LIMIT_S, PROBE_SHARE_OF_REPORT * took_s), (
+        f"a {what} request waited {1000 * longest:.0f} ms while {path} took {took_s:.2f} s: "
+        "something blocked the event loop"
     )
     # The probe kept going: one request every 20 ms plus its own time, most of them at least.
-    assert len(during) >= report_s / (PROBE_EVERY_S + 0.030) / 2, (len(during), report_s)
+    assert len(during) >= took_s / (PROBE_EVERY_S + 0.030) / 2, (len(during), took_s)
     assert {what for _, what in during} == {"healthz", "sample"}
 
 
