@@ -151,40 +151,15 @@ def build(url: str, seed: int = 3) -> Built:
         ]  # fmt: skip
         session.execute(insert(ReviewAnnotation), marks)
 
-        long_start = MONTH_END - timedelta(hours=3)
-        chair = chairs[0]
-        long_session = InfusionSession(
-            chair_id=chair.id, patient_id=patients[0].id, phase=SessionPhase.DISCHARGED,
-            started_at=long_start, ended_at=long_start + timedelta(seconds=TWO_HOURS_S),
-        )  # fmt: skip
-        session.add(long_session)
-        session.flush()
-        for kind, minutes in ((EventKind.CHECK_IN, 0), (EventKind.BASELINE_START, 2),
-                              (EventKind.INFUSION_START, 15), (EventKind.INFUSION_STOP, 55),
-                              (EventKind.DISCHARGE, 120)):  # fmt: skip
-            at = long_start + timedelta(minutes=minutes)
-            session.add(SessionEvent(session_id=long_session.id, kind=kind, at=at,
-                                     recorded_by="rn.bench", recorded_at=at))  # fmt: skip
-        samples: list[dict[str, Any]] = []
-        simulated = SimulatedChair(
-            "transient-desaturation", seed=seed, start=long_start, duration_s=TWO_HOURS_S
+        long_session_id, long_samples = add_recorded_session(
+            session,
+            chairs[0].id,
+            devices[0].id,
+            patients[0].id,
+            MONTH_END - timedelta(hours=3),
+            seed,
         )
-        for tick in simulated:
-            body = tick.body
-            if body is None:
-                continue
-            for item in body["observations"]:
-                moment = datetime.fromisoformat(item["device_time"])
-                samples.append(
-                    {"session_id": long_session.id, "device_id": devices[0].id,
-                     "chair_id": chair.id, "vital": item["vital"], "value": item["value"],
-                     "unit": item["unit"], "device_time": moment,
-                     "received_time": moment + timedelta(milliseconds=300),
-                     "quality": int(SampleQuality.from_names(list(item.get("quality", []))))}
-                )  # fmt: skip
-        for begin in range(0, len(samples), 5000):
-            session.execute(insert(Sample), samples[begin : begin + 5000])
-        built = Built(site.id, long_session.id, len(samples), len(rows), len(alarms))
+        built = Built(site.id, long_session_id, long_samples, len(rows), len(alarms))
         session.commit()
     with engine.connect() as connection:
         # Fresh tables have no planner statistics; a running clinic's are kept by autovacuum
@@ -193,6 +168,52 @@ def build(url: str, seed: int = 3) -> Built:
         connection.commit()
     engine.dispose()
     return built
+
+
+def add_recorded_session(
+    session: Session,
+    chair_id: int,
+    device_id: int,
+    patient_id: int,
+    start: datetime,
+    seed: int,
+    duration_s: int = TWO_HOURS_S,
+) -> tuple[int, int]:
+    """A discharged session of `duration_s` holding every sample a simulated monitor sends
+    (scenario transient-desaturation: HR, PR, SpO2, PI each second, NIBP every 5 min), with
+    its check-in, baseline, infusion and discharge events; its id and its sample count.
+    Written straight through the storage models, in the caller's transaction."""
+    long_session = InfusionSession(
+        chair_id=chair_id, patient_id=patient_id, phase=SessionPhase.DISCHARGED,
+        started_at=start, ended_at=start + timedelta(seconds=duration_s),
+    )  # fmt: skip
+    session.add(long_session)
+    session.flush()
+    for kind, minutes in ((EventKind.CHECK_IN, 0), (EventKind.BASELINE_START, 2),
+                          (EventKind.INFUSION_START, 15), (EventKind.INFUSION_STOP, 55),
+                          (EventKind.DISCHARGE, duration_s / 60)):  # fmt: skip
+        at = start + timedelta(minutes=minutes)
+        session.add(SessionEvent(session_id=long_session.id, kind=kind, at=at,
+                                 recorded_by="rn.bench", recorded_at=at))  # fmt: skip
+    samples: list[dict[str, Any]] = []
+    for tick in SimulatedChair(
+        "transient-desaturation", seed=seed, start=start, duration_s=duration_s
+    ):
+        body = tick.body
+        if body is None:
+            continue
+        for item in body["observations"]:
+            moment = datetime.fromisoformat(item["device_time"])
+            samples.append(
+                {"session_id": long_session.id, "device_id": device_id,
+                 "chair_id": chair_id, "vital": item["vital"], "value": item["value"],
+                 "unit": item["unit"], "device_time": moment,
+                 "received_time": moment + timedelta(milliseconds=300),
+                 "quality": int(SampleQuality.from_names(list(item.get("quality", []))))}
+            )  # fmt: skip
+    for begin in range(0, len(samples), 5000):
+        session.execute(insert(Sample), samples[begin : begin + 5000])
+    return long_session.id, len(samples)
 
 
 def median_ms(work: Callable[[], object], repeat: int) -> float:

@@ -43,7 +43,7 @@ async def site_alarms(
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[AlarmOut]:
     """A site's alarms, newest first."""
-    return await db.run(
+    return await db.read(
         lambda s: repository.list_alarms(s, site_id=site_id, active_only=active, limit=limit)
     )
 
@@ -56,7 +56,7 @@ async def session_alarms(
     active: Annotated[bool, Query(description="Only alarms not yet cleared.")] = False,
 ) -> list[AlarmOut]:
     """A session's alarms, newest first."""
-    return await db.run(
+    return await db.read(
         lambda s: repository.list_alarms(s, session_id=session_id, active_only=active, limit=5000)
     )
 

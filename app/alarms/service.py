@@ -63,13 +63,13 @@ class AlarmService:
     async def start(self) -> None:
         """Watch every open session, restore live alarms and overrides, start ticking."""
         now = time.time()
-        for session_id, chair_id, site_id, phase in await self._db.run(repository.open_sessions):
+        for session_id, chair_id, site_id, phase in await self._db.read(repository.open_sessions):
             self._watch(session_id, chair_id, site_id, phase, now)
-        self.engine.restore(await self._db.run(repository.active_alarm_records))
-        for record in await self._db.run(repository.stored_overrides):
+        self.engine.restore(await self._db.read(repository.active_alarm_records))
+        for record in await self._db.read(repository.stored_overrides):
             if record.session_key in self._where:
                 self.engine.restore_override(record)
-        for session_id, vital, value in await self._db.run(repository.stored_baselines):
+        for session_id, vital, value in await self._db.read(repository.stored_baselines):
             if str(session_id) in self._where:
                 self.engine.set_baseline(str(session_id), Vital(vital), value)
                 self._baselines[(str(session_id), Vital(vital))] = value
@@ -92,7 +92,7 @@ class AlarmService:
     async def _ensure_watched(self, session_id: int) -> bool:
         """Watch an open session the engine does not know yet; False if it is not open."""
         if str(session_id) not in self._where:
-            found = await self._db.run(repository.session_chair, session_id)
+            found = await self._db.read(repository.session_chair, session_id)
             # Another request may have started watching it while the query ran.
             if found is not None and found[3] and str(session_id) not in self._where:
                 chair_id, site_id, phase, _open = found

@@ -93,12 +93,11 @@ class AuditTrail:
     ) -> None:
         """`record` for code outside the event loop (the Dash callbacks' threads)."""
         event = _event(actor, action, "ok", target_type, target_id, site_id, None, detail)
-        with self._db.session() as session:
-            _insert(session, event)
+        self._db.run_blocking(_insert, event)  # through the one writer, like every write
         _log(event)
 
     async def events(self, query: AuditQuery) -> list[AuditEvent]:
-        return await self._db.run(_select, query)
+        return await self._db.read(_select, query)
 
     async def csv_rows(self, query: AuditQuery) -> str:
         events = await self.events(query)

@@ -96,7 +96,7 @@ class ViewerScopedReviewSource:
     def _session(self, session_id: int) -> Viewer:
         viewer = self._reviewer()
         try:
-            with self._db.session() as session:
+            with self._db.read_session() as session:
                 site_id = repository.site_of_session(session, session_id)
         except NotFoundError as exc:
             raise ReviewNotFound(exc.message) from exc

@@ -197,7 +197,7 @@ async def _at_site_of(
 ) -> Principal:
     """The role check, then the site check for the site `site_of` finds the resource at."""
     principal = await require(role)(request, principal)
-    await check_site(request, principal, await _db(request).run(site_of, resource_id))
+    await check_site(request, principal, await _db(request).read(site_of, resource_id))
     return principal
 
 

@@ -86,7 +86,7 @@ class AuthService:
             retry = max(1, int(stats.reset_time - utcnow().timestamp()) + 1)
             await self.audit.record(username, "sign_in", outcome="rate_limited", source=source)
             raise TooManyRequests("too many sign-in attempts from this address", retry)
-        record = await self._db.run(repository.sign_in_record, username)
+        record = await self._db.read(repository.sign_in_record, username)
         now = utcnow()
         if record and record.locked_until and record.locked_until > now:
             await self.audit.record(
@@ -167,7 +167,7 @@ class AuthService:
         await self._db.run(
             repository.add_token, user_id, kind, hashed, label[:80], utcnow(), expires_at
         )
-        principal = await self._db.run(repository.find_principal, hashed, kind, utcnow())
+        principal = await self._db.read(repository.find_principal, hashed, kind, utcnow())
         assert principal is not None
         return SignedIn(token, principal, expires_at)
 
@@ -178,7 +178,7 @@ class AuthService:
         so a revocation or a deactivated account stops it at once."""
         if not token or not token.startswith(USER_TOKEN_PREFIX):
             return None
-        return await self._db.run(repository.find_principal, token_hash(token), kind, utcnow())
+        return await self._db.read(repository.find_principal, token_hash(token), kind, utcnow())
 
     async def sign_out(self, token: str, principal: Principal, source: str | None) -> None:
         await self._db.run(repository.revoke_token_hash, token_hash(token), utcnow())
@@ -284,7 +284,7 @@ class AuthService:
     async def revoke_tokens(
         self, actor: Principal | str, user_id: int, source: str | None = None
     ) -> int:
-        await self._db.run(repository.get_user, user_id)
+        await self._db.read(repository.get_user, user_id)
         count = await self._db.run(repository.revoke_user_tokens, user_id, utcnow())
         await self.audit.record(
             actor,
@@ -297,10 +297,10 @@ class AuthService:
         return count
 
     async def users(self) -> list[tuple[User, list[int]]]:
-        return await self._db.run(_users_with_sites)
+        return await self._db.read(_users_with_sites)
 
     async def user(self, user_id: int) -> tuple[User, list[int]]:
-        return await self._db.run(_user_with_sites, user_id)
+        return await self._db.read(_user_with_sites, user_id)
 
     # --- devices ---------------------------------------------------------------------------
 
@@ -365,12 +365,12 @@ class AuthService:
         return credential, device_identifier
 
     async def device_credentials(self) -> list[tuple[DeviceCredential, str | None]]:
-        return await self._db.run(repository.list_device_credentials)
+        return await self._db.read(repository.list_device_credentials)
 
     async def device_caller(self, token: str | None) -> DeviceCaller:
         if not token or not token.startswith(DEVICE_TOKEN_PREFIX):
             raise NotAuthenticated("a device credential is required (Authorization: Bearer vgd_…)")
-        caller = await self._db.run(repository.find_device_caller, token_hash(token))
+        caller = await self._db.read(repository.find_device_caller, token_hash(token))
         if caller is None:
             raise NotAuthenticated("the device credential is unknown or revoked")
         return caller

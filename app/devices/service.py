@@ -27,10 +27,10 @@ class DeviceService:
         return out
 
     async def list_devices(self, unbound_only: bool = False) -> list[DeviceOut]:
-        return await self._db.run(repository.list_devices, unbound_only)
+        return await self._db.read(repository.list_devices, unbound_only)
 
     async def get(self, identifier: str) -> DeviceOut:
-        return await self._db.run(repository.get_device, identifier)
+        return await self._db.read(repository.get_device, identifier)
 
     async def bind(self, identifier: str, chair_id: int | None) -> DeviceOut:
         """Bind to `chair_id`, or unbind with None; later samples follow the new binding."""
@@ -42,7 +42,7 @@ class DeviceService:
     async def unbound_samples(
         self, identifier: str | None, limit: int, before_id: int | None
     ) -> list[UnboundSampleOut]:
-        return await self._db.run(repository.unbound_samples, identifier, limit, before_id)
+        return await self._db.read(repository.unbound_samples, identifier, limit, before_id)
 
 
 class DatabaseDeviceDirectory:
@@ -52,4 +52,4 @@ class DatabaseDeviceDirectory:
         self._db = db
 
     async def find(self, candidates: Sequence[str]) -> DeviceRef | None:
-        return await self._db.run(repository.find_first, list(candidates))
+        return await self._db.read(repository.find_first, list(candidates))

@@ -9,6 +9,7 @@ R4 vital-signs profile asks; the mean stays its own Observation.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,34 +116,39 @@ def _readings(samples: list[ExportSample]) -> list[list[ExportSample]]:
 
 def session_bundle(record: SessionRecord, now: datetime) -> dict[str, Any]:
     """The FHIR R4 Bundle (collection): the Patient, the Devices, the Observations."""
-    patient_url = _urn("patient", record.patient_pseudonym)
-    devices = {s.device: _urn("device", s.device) for s in record.samples}
-    entries: list[dict[str, Any]] = [
-        {
-            "fullUrl": patient_url,
-            "resource": {
-                "resourceType": "Patient",
-                "identifier": [{"system": PATIENT_SYSTEM, "value": record.patient_pseudonym}],
-            },
-        },
-        *(
-            {
-                "fullUrl": url,
-                "resource": {
-                    "resourceType": "Device",
-                    "identifier": [{"system": DEVICE_SYSTEM, "value": identifier}],
-                },
-            }
-            for identifier, url in devices.items()
-        ),
-    ]
-    for reading in _readings(record.samples):
-        observation = _observation(reading, patient_url, devices)
-        entries.append({"fullUrl": _urn("observation", observation["id"]), "resource": observation})
+    return {**bundle_head(record, now), "entry": list(bundle_entries(record))}
+
+
+def bundle_head(record: SessionRecord, now: datetime) -> dict[str, Any]:
+    """The Bundle without its entries."""
     return {
         "resourceType": "Bundle",
         "id": f"vigil-session-{record.session_id}",
         "type": "collection",
         "timestamp": _instant(now),
-        "entry": entries,
     }
+
+
+def bundle_entries(record: SessionRecord) -> Iterator[dict[str, Any]]:
+    """The Bundle's entries one by one, so that a long session can be streamed without
+    holding every Observation at once."""
+    patient_url = _urn("patient", record.patient_pseudonym)
+    devices = {s.device: _urn("device", s.device) for s in record.samples}
+    yield {
+        "fullUrl": patient_url,
+        "resource": {
+            "resourceType": "Patient",
+            "identifier": [{"system": PATIENT_SYSTEM, "value": record.patient_pseudonym}],
+        },
+    }
+    for identifier, url in devices.items():
+        yield {
+            "fullUrl": url,
+            "resource": {
+                "resourceType": "Device",
+                "identifier": [{"system": DEVICE_SYSTEM, "value": identifier}],
+            },
+        }
+    for reading in _readings(record.samples):
+        observation = _observation(reading, patient_url, devices)
+        yield {"fullUrl": _urn("observation", observation["id"]), "resource": observation}

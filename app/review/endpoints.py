@@ -26,7 +26,7 @@ from app.deps import get_db
 from app.errors import FieldProblem, Forbidden, InvalidRequest
 from app.params import MAX_ID, SessionId, SiteId
 from app.review import repository, service
-from app.review.report import report_html, report_pdf
+from app.review.rendering import renderer
 from app.review.schemas import AlarmLogSort, AnnotationIn, SortOrder
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
@@ -130,7 +130,7 @@ async def list_sessions(
     if site_id is not None:
         await check_site(request, who, site_id)
     if chair_id is not None:
-        await check_site(request, who, await db.run(auth_repository.site_of_chair, chair_id))
+        await check_site(request, who, await db.read(auth_repository.site_of_chair, chair_id))
     query = SessionListQuery(
         site_id=site_id,
         site_ids=who.site_ids,
@@ -143,7 +143,7 @@ async def list_sessions(
         page_size=page_size,
     )
     _range(query.start, query.end)
-    return await db.run(repository.list_sessions, query)
+    return await db.read(repository.list_sessions, query)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionSummary, responses=_NOT_FOUND)
@@ -151,7 +151,7 @@ async def session_summary(
     session_id: SessionId, who: ClinicianOnSession, db: Db, request: Request
 ) -> SessionSummary:
     """The session's summary figures (definitions in docs/REVIEW.md)."""
-    summary = await db.run(service.summary, session_id, _protocol(request))
+    summary = await db.read(service.summary, session_id, _protocol(request))
     await _viewed(request, who, session_id, "summary")
     return summary
 
@@ -165,7 +165,7 @@ async def session_trace(
     max_points: Annotated[int, Query(ge=20, le=20000, description="Per vital.")] = 2000,
 ) -> SessionTrace:
     """The session for plotting, each vital down-sampled to min/max per column."""
-    trace = await db.run(service.trace, session_id, _protocol(request), max_points)
+    trace = await db.read(service.trace, session_id, _protocol(request), max_points)
     await _viewed(request, who, session_id, "trace")
     return trace
 
@@ -197,7 +197,7 @@ async def alarm_log(
     order: SortOrder = "asc",
 ) -> list[AlarmLogEntry]:
     """Every alarm of the session with raise, acknowledge and clear times."""
-    entries = sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
+    entries = sort_alarm_log(await db.read(service.alarm_log, session_id), sort, order)
     await _viewed(request, who, session_id, "alarm log")
     return entries
 
@@ -244,7 +244,7 @@ async def alarm_log_export(
     order: SortOrder = "asc",
 ) -> Response:
     """The alarm log as CSV (columns in docs/API.md)."""
-    entries = sort_alarm_log(await db.run(service.alarm_log, session_id), sort, order)
+    entries = sort_alarm_log(await db.read(service.alarm_log, session_id), sort, order)
     await record_session_export(request, who, session_id, "alarm log csv")
     return Response(
         alarm_log_csv(entries),
@@ -258,9 +258,10 @@ async def report_page(
     session_id: SessionId, who: ClinicianOnSession, db: Db, request: Request
 ) -> HTMLResponse:
     """The printable one-page report as HTML (print it from the browser)."""
-    report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
+    # Read on the reader pool, drawn in a worker process: never on the event loop.
+    report = await db.read(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
     await record_session_export(request, who, session_id, "report html")
-    return HTMLResponse(report_html(report, utcnow()))
+    return HTMLResponse(await renderer.html(report, utcnow()))
 
 
 @router.get(
@@ -272,10 +273,10 @@ async def report_document(
     session_id: SessionId, who: ClinicianOnSession, db: Db, request: Request
 ) -> Response:
     """The one-page report as a PDF."""
-    report = await db.run(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
+    report = await db.read(service.review, session_id, _protocol(request), REPORT_MAX_POINTS)
     await record_session_export(request, who, session_id, "report pdf")
     return Response(
-        report_pdf(report, utcnow()),
+        await renderer.pdf(report, utcnow()),
         media_type="application/pdf",
         headers={"Content-Disposition": f'inline; filename="session-{session_id}-report.pdf"'},
     )
@@ -293,7 +294,7 @@ async def session_annotations(
         auth_repository.site_of_session(session, session_id)
         return repository.list_annotations(session, session_id)
 
-    return await db.run(read)
+    return await db.read(read)
 
 
 @router.post(
@@ -330,7 +331,7 @@ async def patient_course(
 ) -> list[PatientSessionRow]:
     """A patient's sessions side by side, oldest first: baseline and peak BP per session.
     Only sessions at sites the caller may see are listed."""
-    rows = await db.run(service.patient_sessions, patient_id, _protocol(request))
+    rows = await db.read(service.patient_sessions, patient_id, _protocol(request))
     visible = [row for row in rows if who.may_see(row.site_id)]
     if rows and not visible:
         raise Forbidden(f"you may not see the sessions of patient {patient_id}")
@@ -357,4 +358,4 @@ async def site_figures(
     begin = parse_moment("from", start) or default_start
     finish = parse_moment("to", end, end_of_day=True) or default_end
     _range(begin, finish)
-    return await db.run(service.site_review, site_id, begin, finish)
+    return await db.read(service.site_review, site_id, begin, finish)

@@ -37,9 +37,13 @@ class DatabaseReviewSource:
         self._db = db
         self._protocol = protocol
 
-    def _run(self, work: Callable[[Session], T]) -> T:
+    def _run(self, work: Callable[[Session], T], *, writes: bool = False) -> T:
+        """`work` on a read-only session in this thread; one that `writes` goes through the
+        database's writer, like every write."""
         try:
-            with self._db.session() as session:
+            if writes:
+                return self._db.run_blocking(work)
+            with self._db.read_session() as session:
                 return work(session)
         except NotFoundError as exc:
             raise ReviewNotFound(exc.message) from exc
@@ -69,4 +73,4 @@ class DatabaseReviewSource:
         return self._run(lambda s: service.alarm_log(s, session_id))
 
     def annotate(self, session_id: int, request: AnnotationRequest) -> AnnotationView:
-        return self._run(lambda s: service.annotate(s, session_id, request, utcnow()))
+        return self._run(lambda s: service.annotate(s, session_id, request, utcnow()), writes=True)

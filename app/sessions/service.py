@@ -65,7 +65,7 @@ class SessionService:
         return out
 
     async def get(self, session_id: int) -> SessionOut:
-        return await self._db.run(repository.session_out, session_id)
+        return await self._db.read(repository.session_out, session_id)
 
 
 async def get_session_service(request: Request) -> SessionService:

@@ -12,7 +12,7 @@ class DatabaseSiteDirectory:
         self._db = db
 
     def sites(self) -> list[SiteEntry]:
-        with self._db.session() as session:
+        with self._db.read_session() as session:
             return [
                 SiteEntry(site.id, site.name, site.chair_count)
                 for site in repository.list_sites(session)
@@ -20,6 +20,6 @@ class DatabaseSiteDirectory:
 
     def chairs(self, site_id: int) -> list[ChairEntry]:
         """The site's chairs in display order (a plain query: no sessions, no vitals)."""
-        with self._db.session() as session:
+        with self._db.read_session() as session:
             rows = repository.chair_names(session, site_id)
         return [ChairEntry(chair_id, name) for chair_id, name in rows]

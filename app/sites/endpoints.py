@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 @router.get("", response_model=list[SiteOut])
 async def list_sites(who: SignedIn, db: Annotated[Database, Depends(get_db)]) -> list[SiteOut]:
     """The sites the caller may see."""
-    return [site for site in await db.run(repository.list_sites) if who.may_see(site.id)]
+    return [site for site in await db.read(repository.list_sites) if who.may_see(site.id)]
 
 
 @router.get("/{site_id}", response_model=SiteDetailOut, responses={404: {}})
@@ -29,7 +29,7 @@ async def get_site(
     site_id: SiteId, _: NurseAtSite, db: Annotated[Database, Depends(get_db)]
 ) -> SiteDetailOut:
     """The site's chairs, their bound devices and open sessions."""
-    return await db.run(repository.site_detail, site_id)
+    return await db.read(repository.site_detail, site_id)
 
 
 @router.post(

@@ -53,10 +53,10 @@ async def session_trend(
     """The last minutes of a session: samples, alarms, events and its active limits."""
     now = utcnow()
     since = now - timedelta(minutes=minutes)
-    infusion_session = await db.run(repository.open_session, session_id)
-    series = await db.run(repository.session_series, session_id, since)
-    alarm_list = await db.run(repository.session_alarms, session_id, since)
-    events = await db.run(repository.session_events, session_id, since)
+    infusion_session = await db.read(repository.open_session, session_id)
+    series = await db.read(repository.session_series, session_id, since)
+    alarm_list = await db.read(repository.session_alarms, session_id, since)
+    events = await db.read(repository.session_events, session_id, since)
     phase = infusion_session.phase.value
     return TrendOut(
         session_id=session_id,
@@ -82,7 +82,7 @@ async def site_sparklines(
     """HR, PR and SpO2 of every open session, as bucket means: what a reloaded screen draws."""
     now = utcnow()
     since = now - timedelta(minutes=minutes)
-    chairs = await db.run(repository.site_sparklines, site_id, since, bucket_s)
+    chairs = await db.read(repository.site_sparklines, site_id, since, bucket_s)
     return SparklinesOut(
         site_id=site_id, since=since, server_time=now, bucket_s=bucket_s, chairs=chairs
     )
@@ -95,7 +95,7 @@ async def station_state(site_id: SiteId, _: NurseAtSite, db: Db, alarms: Alarms)
     pause_s = protocol.lifecycle.audio_pause_s
     silent = protocol.technical_check(TechnicalKind.DEVICE_SILENT)
     now = utcnow()
-    paused_at = await db.run(repository.audio_paused_since, site_id)
+    paused_at = await db.read(repository.audio_paused_since, site_id)
     return StationStateOut(
         site_id=site_id,
         server_time=now,
