@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -24,7 +23,7 @@ from app.auth.schemas import (
     UserPatch,
 )
 from app.auth.service import UserChange
-from app.params import BeforeIdQuery, CredentialId, OptionalSiteQuery, UserId
+from app.params import BeforeIdQuery, CredentialId, MomentQuery, OptionalSiteQuery, UserId
 from app.storage.models import TokenKind
 
 router = APIRouter(prefix="/api/v1")
@@ -192,8 +191,8 @@ async def revoke_device_credential(
 
 
 def audit_filters(
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: MomentQuery = None,
+    until: MomentQuery = None,
     actor: Annotated[str | None, Query(max_length=80)] = None,
     action: Annotated[str | None, Query(max_length=48)] = None,
     site_id: OptionalSiteQuery = None,

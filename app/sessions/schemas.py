@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from app.params import Moment
 from app.storage.models import EventKind, SessionPhase
 
 
@@ -22,14 +23,14 @@ class SessionStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     patient: PatientIn
-    at: AwareDatetime | None = Field(default=None, description="Check-in time; now if omitted.")
+    at: Moment | None = Field(default=None, description="Check-in time; now if omitted.")
 
 
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: EventKind
-    at: AwareDatetime | None = Field(default=None, description="When it happened; now if omitted.")
+    at: Moment | None = Field(default=None, description="When it happened; now if omitted.")
     value: float | None = Field(default=None, description="E.g. the new rate for rate_change.")
     unit: str | None = Field(default=None, max_length=24, examples=["mg/kg/h"])
     note: str | None = Field(default=None, max_length=2000)

@@ -307,3 +307,15 @@ def test_a_source_outside_the_allowed_ones_is_closed_unread(fenced_server: Adapt
         client.send(oru("fenced-1", f"1|{HR.format(72)}", device=device))
     assert stored(server, device) == []
     assert server.recorder.links(device) == []  # no device link was ever up
+
+
+def test_a_device_time_beyond_the_calendar_is_refused_naming_it(
+    server: AdapterServer, client: MllpClient, bound: str
+) -> None:
+    """Its UTC would be in year 0: refused at validation, not an internal error."""
+    message = oru("edge-1", f"1|{HR.format(72)}|||00010101000000+1600", device=bound)
+    code, acked, text = ack_fields(client.send(message))
+    assert (code, acked) == ("AE", "edge-1"), text
+    assert "internal" not in text
+    assert "0002-01-01" in text
+    assert stored(server, bound) == []
