@@ -23,7 +23,7 @@ from app.alarms.endpoints import router as alarms_router
 from app.alarms.service import AlarmService, load_clinic_protocol
 from app.auth.audit import AuditTrail
 from app.auth.dash_scope import ViewerScopedDirectory, ViewerScopedReviewSource
-from app.auth.deps import SignedIn
+from app.auth.deps import SignedIn, authenticate_before_validation
 from app.auth.endpoints import router as auth_router
 from app.auth.service import AuthService
 from app.auth.web import router as sign_in_router
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = AuthService(db, AuditTrail(db), settings)
 
     install_error_handlers(app)
+    authenticate_before_validation(app)
 
     # Routes are matched in order: the device door, hit once a second per chair, comes
     # first, so a post is not tried against every route before it.

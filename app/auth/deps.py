@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
@@ -58,6 +60,50 @@ device_token = _DeviceBearer(
 )
 
 DeviceToken = Annotated[str, Depends(device_token)]
+
+
+def _is_device_door(route: object) -> bool:
+    """Whether a route takes the device credential (`DeviceToken`) among its dependencies."""
+    dependant = getattr(route, "dependant", None)
+    pending = [dependant] if dependant is not None else []
+    while pending:
+        current = pending.pop()
+        if current.call is device_token:
+            return True
+        pending.extend(current.dependencies)
+    return False
+
+
+def authenticate_before_validation(app: FastAPI) -> None:
+    """A device door answers 401, not 422, to a batch that fails validation when its
+    credential is missing, unknown or revoked: who is not a device learns nothing about
+    what a device sends. The check costs a database round trip on this error path only;
+    a valid batch's credential is checked by the writer, in the transaction that stores
+    it. (FastAPI validates the body after the dependencies, so without this a forged
+    `vgd_…` token got the full 422, and a body that is not JSON a 422 before any check.)
+    """
+    answer_invalid = app.exception_handlers[RequestValidationError]
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if _is_device_door(request.scope.get("route")):
+            scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+            try:
+                if scheme.lower() != "bearer":
+                    raise NotAuthenticated(
+                        "a device credential is required (Authorization: Bearer vgd_…)"
+                    )
+                await get_auth(request).device_caller(token.strip())
+            except NotAuthenticated as refused:
+                return JSONResponse(
+                    refused.body(), status_code=refused.status_code, headers=refused.headers()
+                )
+        answered = answer_invalid(request, exc)
+        if isinstance(answered, Response):
+            return answered
+        response: Response = await answered
+        return response
+
+    app.add_exception_handler(RequestValidationError, handle)
 
 
 def get_auth(request: HTTPConnection) -> AuthService:
