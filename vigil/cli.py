@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import secrets
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -58,7 +58,23 @@ def serve(
     console.print(f"Vigil on http://{host}:{port}/ (database: {safe_url(settings)})")
     app = create_server(settings)
     _freeze_startup_objects()
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
+        **proxy_options(settings),
+    )
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy handling as VIGIL_TRUSTED_PROXIES says. uvicorn on its own believes
+    X-Forwarded-For from 127.0.0.1 (or FORWARDED_ALLOW_IPS), so any local process could
+    claim to be any address and walk past the sign-in limits; Vigil believes no proxy
+    unless one is configured."""
+    trusted = [str(network) for network in settings.trusted_proxies]
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 def _freeze_startup_objects() -> None:
@@ -97,7 +113,10 @@ def demo(
     async def run() -> None:
         app = create_server(settings)
         _freeze_startup_objects()
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", **proxy_options(settings)
+        )
+        server = uvicorn.Server(config)
         server_task = asyncio.create_task(server.serve())
         while not server.started:
             if server_task.done():

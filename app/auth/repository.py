@@ -32,8 +32,6 @@ class SignInRecord:
     user_id: int
     password_hash: str
     active: bool
-    locked_until: datetime | None
-    failed_sign_ins: int
 
 
 def _site_ids(session: Session, user: User) -> frozenset[int] | None:
@@ -72,22 +70,7 @@ def sign_in_record(session: Session, username: str) -> SignInRecord | None:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         return None
-    return SignInRecord(
-        user.id, user.password_hash, user.active, user.locked_until, user.failed_sign_ins
-    )
-
-
-def record_failure(
-    session: Session, user_id: int, threshold: int, lock_until: datetime
-) -> datetime | None:
-    """Count a failed sign-in; at the threshold the account locks. Returns the lock's end."""
-    user = session.get_one(User, user_id)
-    user.failed_sign_ins += 1
-    if user.failed_sign_ins >= threshold:
-        user.locked_until = lock_until
-        user.failed_sign_ins = 0
-    session.commit()
-    return user.locked_until if user.failed_sign_ins == 0 else None
+    return SignInRecord(user.id, user.password_hash, user.active)
 
 
 def record_success(session: Session, user_id: int, new_hash: str | None) -> None:

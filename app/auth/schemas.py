@@ -68,7 +68,7 @@ class UserPatch(BaseModel):
     all_sites: bool | None = None
     active: bool | None = None
     password: str | None = Field(default=None, max_length=200)
-    unlock: bool = False
+    unlock: bool = Field(default=False, description="End the waits failed sign-ins put on it.")
 
 
 class UserOut(BaseModel):
@@ -79,7 +79,6 @@ class UserOut(BaseModel):
     active: bool
     all_sites: bool
     site_ids: list[int]
-    locked_until: datetime | None
     created_at: datetime
 
     @classmethod
@@ -92,7 +91,6 @@ class UserOut(BaseModel):
             active=user.active,
             all_sites=user.all_sites,
             site_ids=site_ids,
-            locked_until=user.locked_until,
             created_at=user.created_at,
         )
 
