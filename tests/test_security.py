@@ -98,6 +98,7 @@ MATRIX: dict[tuple[str, str], tuple[Role | None, str | None]] = {
     ("GET", "/api/v1/review/sessions/{session_id}/annotations"): (CLINICIAN, "session"),
     ("POST", "/api/v1/review/sessions/{session_id}/annotations"): (CLINICIAN, "session"),
     ("GET", "/api/v1/review/patients/{patient_id}/sessions"): (CLINICIAN, "patient"),
+    ("PATCH", "/api/v1/patients/{patient_id}"): (CLINICIAN, "patient"),
     ("GET", "/api/v1/review/sites/{site_id}/figures"): (CLINICIAN, "site"),
 }
 # Open to anyone: health for load balancers, and the doors to sign in.

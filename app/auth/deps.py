@@ -24,7 +24,7 @@ from app.auth.principal import Principal
 from app.auth.service import AuthService
 from app.auth.tokens import DEVICE_TOKEN_PREFIX, csrf_token_for, same_secret
 from app.errors import Forbidden, NotAuthenticated
-from app.params import AlarmId, ChairId, SessionId, SiteId
+from app.params import AlarmId, ChairId, PatientId, SessionId, SiteId
 from app.storage.db import Database
 from app.storage.models import Role, TokenKind
 
@@ -165,7 +165,7 @@ def websocket_credential(websocket: WebSocket) -> tuple[str | None, TokenKind | 
     return None, None
 
 
-async def _deny(request: Request, principal: Principal, why: str, site_id: int | None) -> None:
+async def deny(request: Request, principal: Principal, why: str, site_id: int | None) -> None:
     await get_audit(request).record(
         principal,
         "access_denied",
@@ -182,7 +182,7 @@ async def _deny(request: Request, principal: Principal, why: str, site_id: int |
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(request: Request, principal: SignedIn) -> Principal:
         if not principal.has_role(role):
-            await _deny(request, principal, f"this needs the {role.value} role", None)
+            await deny(request, principal, f"this needs the {role.value} role", None)
         return principal
 
     return dependency
@@ -190,7 +190,7 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
 
 async def check_site(request: Request, principal: Principal, site_id: int) -> None:
     if not principal.may_see(site_id):
-        await _deny(request, principal, f"you may not see site {site_id}", site_id)
+        await deny(request, principal, f"you may not see site {site_id}", site_id)
     request.state.site_id = site_id  # for the audit record of what the route then does
 
 
@@ -278,6 +278,20 @@ def on_alarm(role: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+def on_patient(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """The role check, then: the caller may see a site where the patient had a session
+    (a patient with none, only those who see every site)."""
+
+    async def dependency(patient_id: PatientId, request: Request, principal: SignedIn) -> Principal:
+        principal = await require(role)(request, principal)
+        sites = await _db(request).run(repository.sites_of_patient, patient_id)
+        if principal.site_ids is not None and not sites & principal.site_ids:
+            await deny(request, principal, f"you may not see patient {patient_id}", None)
+        return principal
+
+    return dependency
+
+
 Nurse = Annotated[Principal, Depends(require(Role.NURSE))]
 Clinician = Annotated[Principal, Depends(require(Role.CLINICIAN))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
@@ -287,5 +301,6 @@ NurseOnSession = Annotated[Principal, Depends(on_session(Role.NURSE))]
 ClinicianOnSession = Annotated[Principal, Depends(on_session(Role.CLINICIAN))]
 NurseOnChair = Annotated[Principal, Depends(on_chair(Role.NURSE))]
 NurseOnAlarm = Annotated[Principal, Depends(on_alarm(Role.NURSE))]
+ClinicianOnPatient = Annotated[Principal, Depends(on_patient(Role.CLINICIAN))]
 Auth = Annotated[AuthService, Depends(get_auth)]
 Audit = Annotated[AuditTrail, Depends(get_audit)]

@@ -19,6 +19,7 @@ from app.storage.models import (
     Device,
     DeviceCredential,
     InfusionSession,
+    Patient,
     Role,
     Site,
     TokenKind,
@@ -292,6 +293,20 @@ def site_of_alarm(session: Session, alarm_id: str) -> int:
     if site_id is None:
         raise NotFoundError(f"no alarm with id {alarm_id!r}")
     return site_id
+
+
+def sites_of_patient(session: Session, patient_id: int) -> frozenset[int]:
+    """The sites a patient has had sessions at: a patient is seen by who may see one."""
+    if session.get(Patient, patient_id) is None:
+        raise NotFoundError(f"no patient with id {patient_id}")
+    return frozenset(
+        session.scalars(
+            select(Chair.site_id)
+            .join(InfusionSession, InfusionSession.chair_id == Chair.id)
+            .where(InfusionSession.patient_id == patient_id)
+            .distinct()
+        )
+    )
 
 
 def site_exists(session: Session, site_id: int) -> None:

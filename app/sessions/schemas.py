@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.params import Moment
 from app.storage.models import EventKind, SessionPhase
@@ -17,6 +17,30 @@ class PatientIn(BaseModel):
     initials: str = Field(min_length=1, max_length=8, examples=["A.B."])
     weight_kg: float | None = Field(default=None, gt=2, lt=400)
     birth_year: int | None = Field(default=None, ge=1900, le=2100)
+
+
+class PatientPatch(BaseModel):
+    """A correction of a patient's details: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initials: str | None = Field(default=None, min_length=1, max_length=8, examples=["A.B."])
+    weight_kg: float | None = Field(default=None, gt=2, lt=400)
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+
+    @model_validator(mode="after")
+    def _something(self) -> PatientPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of initials, weight_kg, birth_year")
+        return self
+
+
+class PatientOut(BaseModel):
+    id: int
+    pseudonym: str
+    initials: str
+    weight_kg: float | None
+    birth_year: int | None
 
 
 class SessionStart(BaseModel):
@@ -51,6 +75,7 @@ class SessionOut(BaseModel):
     id: int
     chair_id: int
     site_id: int
+    patient_id: int
     patient_initials: str
     phase: SessionPhase
     started_at: datetime
