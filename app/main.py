@@ -33,6 +33,7 @@ from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
+from app.log_privacy import install_log_filters
 from app.review.endpoints import router as review_router
 from app.review.source import DatabaseReviewSource
 from app.sessions.endpoints import router as sessions_router
@@ -48,6 +49,7 @@ from contracts.review import ReviewSource
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    install_log_filters()
     db = Database(settings.resolved_database_url)
 
     live = LiveService(db, Hub(settings.client_queue_size))

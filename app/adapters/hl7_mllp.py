@@ -204,8 +204,12 @@ class Hl7Processor:
     def _finish(self, outcome: Outcome, encoding: str, charset: str) -> Outcome:
         """Write the ACK, in the message's own charset (MSH-18 says which)."""
         if outcome.ack_code != "AA":
+            # The reason goes to the sender only: it may quote the message's values.
             log.info(
-                "mllp: %s for message %r: %s", outcome.ack_code, outcome.control_id, outcome.text
+                "mllp: %s for message %r (HL7 error %s)",
+                outcome.ack_code,
+                outcome.control_id,
+                outcome.error_code,
             )
         ack = build_ack(
             outcome.ack_code,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -319,3 +320,28 @@ def test_a_device_time_beyond_the_calendar_is_refused_naming_it(
     assert "internal" not in text
     assert "0002-01-01" in text
     assert stored(server, bound) == []
+
+
+def test_malformed_hl7_leaves_no_value_in_the_log(
+    server: AdapterServer,
+    client: MllpClient,
+    bound: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """python-hl7 logs the fields it cannot unescape, Vigil's NACK reasons quote values:
+    none of it may reach the application log (docs/SECURITY.md)."""
+    caplog.set_level(logging.DEBUG)
+    bad_hex, empty_escape = SPO2.format("83.7\\XZZ\\"), SPO2.format("91.4\\\\")
+    messages = [
+        oru("log-1", "1|" + bad_hex, device=bound),  # python-hl7 logs the field
+        oru("log-2", "1|" + empty_escape, device=bound),  # …and here too
+        oru("log-3", f"1|{SPO2.format('187.3')}", device=bound),  # implausible: AE
+        oru("log-4", f"1|{SPO2.format('7x6.5')}", device=bound),  # not a number: AE
+        oru("log-5", f"1|{HR.format(64)}", device=bound).replace("MSH|", "PID|77.1\rMSH|"),
+    ]
+    answers = [ack_fields(client.send(message))[0] for message in messages]
+    assert answers[2:4] == ["AE", "AE"], answers
+    logged = caplog.text + "\n".join(record.getMessage() for record in caplog.records)
+    assert "mllp: AE for message 'log-3'" in logged, "the log does record the NACKs"
+    for value in ("83.7", "91.4", "187.3", "7x6.5", "77.1"):
+        assert value not in logged, value
