@@ -25,7 +25,7 @@ from app.alarms.endpoints import router as alarms_router
 from app.alarms.service import AlarmService, load_clinic_protocol
 from app.auth.audit import AuditTrail
 from app.auth.dash_scope import ViewerScopedDirectory, ViewerScopedReviewSource
-from app.auth.deps import SignedIn
+from app.auth.deps import SignedIn, authenticate_before_validation
 from app.auth.endpoints import router as auth_router
 from app.auth.service import AuthService
 from app.auth.web import router as sign_in_router
@@ -37,6 +37,7 @@ from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
+from app.log_privacy import install_log_filters
 from app.observability.logs import RequestIdMiddleware
 from app.review.endpoints import router as review_router
 from app.review.source import DatabaseReviewSource
@@ -53,6 +54,7 @@ from contracts.review import ReviewSource
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    install_log_filters()
     db = Database(settings.resolved_database_url)
 
     protocol = load_clinic_protocol(settings.protocol_file)
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Outermost: every request, the nurse station's included, gets an id for its log lines.
     app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
+    authenticate_before_validation(app)
 
     # Routes are matched in order: the device door, hit once a second per chair, comes
     # first, so a post is not tried against every route before it.

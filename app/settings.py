@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,16 +49,40 @@ class Settings(BaseSettings):
     cookie_secure: bool | None = Field(
         default=None,
         description="Mark cookies Secure. Unset: when the request came over HTTPS (behind a "
-        "TLS proxy on another host, set FORWARDED_ALLOW_IPS to its address so uvicorn "
-        "believes its X-Forwarded-Proto). Set true in production.",
+        "TLS proxy, list it in VIGIL_TRUSTED_PROXIES so its X-Forwarded-Proto is believed). "
+        "Set true in production.",
+    )
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are "
+        "believed, comma-separated addresses or networks (e.g. 127.0.0.1 for nginx on the "
+        "same host). None by default: the connecting address is the client's.",
     )
     sign_in_rate: str = Field(
         default="10/minute", description="Sign-in attempts allowed per source address."
     )
-    lockout_after: int = Field(
-        default=5, ge=1, description="Consecutive failed sign-ins that lock an account."
+    sign_in_free_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failed sign-ins to one account from one address before each "
+        "further attempt from there waits (1 s, 2 s, 4 s, … up to sign_in_max_delay_s).",
     )
-    lockout_minutes: float = Field(default=15.0, gt=0, description="How long a lockout lasts.")
+    sign_in_account_free_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Consecutive failed sign-ins to one account from anywhere before "
+        "addresses it has not signed in from wait likewise.",
+    )
+    sign_in_max_delay_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Longest wait between sign-in attempts."
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return [ip_network(item, strict=False) if isinstance(item, str) else item for item in value]
 
     # --- operations: logs, audit retention, single sign-on (issue 19) -----------------------
 

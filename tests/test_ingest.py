@@ -252,6 +252,45 @@ def test_a_batch_without_a_valid_credential_is_refused_and_not_kept(
     assert sample_count(clinic) == 0
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Basic dXNlcjpwYXNz", "Bearer vgd_forged-but-well-formed", "Bearer vgu_a-person"],
+)
+def test_an_invalid_batch_without_a_valid_credential_is_401_and_says_nothing_of_it(
+    client: TestClient, clinic: Clinic, authorization: str
+) -> None:
+    """Who is not a device learns nothing of what a device sends: the credential is
+    refused before the body's problems are told, whatever is wrong with the body."""
+    implausible = {"device_id": clinic.device(1), "observations": [obs("spo2", 987.65, "%")]}
+    malformed = {"device_id": clinic.device(1), "observations": [obs("hr", 987.65, "/min", x=1)]}
+    headers = {"Authorization": authorization}
+    for bad, field in ((implausible, "value"), (malformed, "x")):
+        refused = client.post(URL, json=bad, headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert "987.65" not in refused.text
+        assert "observations" not in refused.text
+        # With the site's credential, the same batch gets the 422 that names the field.
+        told = client.post(URL, json=bad, headers=clinic.device_auth)
+        assert told.status_code == 422
+        assert told.json()["detail"][0]["loc"] == ["body", "observations", 0, field]
+    not_json = client.post(URL, content=b"{not json", headers=headers)
+    assert not_json.status_code == 401, not_json.text
+    assert sample_count(clinic) == 0
+
+
+def test_an_invalid_batch_with_a_revoked_credential_is_401(
+    client: TestClient, clinic: Clinic
+) -> None:
+    admin = clinic.auth("admin")
+    credentials = client.get("/api/v1/device-credentials", headers=admin).json()
+    (gateway,) = [c for c in credentials if c["site_id"] == clinic.site_id]
+    assert client.delete(f"/api/v1/device-credentials/{gateway['id']}", headers=admin).is_success
+    implausible = {"device_id": clinic.device(1), "observations": [obs("hr", 999, "/min")]}
+    assert client.post(URL, json=implausible).status_code == 401
+    malformed = {"device_id": clinic.device(1), "observations": []}
+    assert client.post(URL, json=malformed).status_code == 401
+
+
 def test_a_device_credential_sends_for_its_own_device_only_until_revoked(
     client: TestClient, clinic: Clinic, app: FastAPI
 ) -> None:

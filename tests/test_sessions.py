@@ -10,12 +10,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 from websockets.sync.client import ClientConnection, connect
 
 from app.live.repository import load_site_view
 from app.live.views import SessionView
 from app.storage.db import Database
-from app.timeutil import iso
+from app.storage.models import AuditEvent, Chair, InfusionSession, Patient, SessionPhase, Site
+from app.timeutil import iso, utcnow
 from tests.conftest import Clinic, LiveServer
 
 
@@ -197,3 +200,120 @@ def test_session_events_reach_every_screen_as_deltas_without_a_resync(
             fresh = json.loads(late.recv(timeout=5))
         assert fresh["type"] == "snapshot"
         assert fresh["chairs"][0]["session"] == new
+
+
+# --- patients: scoped to the caller's sites, changed only on purpose -------------------------
+
+
+def other_site_with_patient(clinic: Clinic) -> tuple[int, int]:
+    """Site B with a chair and an open session of patient P-B: (site id, patient id)."""
+    now = utcnow()
+    with Session(create_engine(clinic.url)) as session:
+        site = Site(name="Site B", created_at=now)
+        session.add(site)
+        session.flush()
+        chair = Chair(site_id=site.id, name="B1", position=1)
+        patient = Patient(pseudonym="P-B", initials="B.B.", weight_kg=55.0, birth_year=1970)
+        session.add_all([chair, patient])
+        session.flush()
+        session.add(
+            InfusionSession(
+                chair_id=chair.id,
+                patient_id=patient.id,
+                phase=SessionPhase.INFUSION,
+                started_at=now,
+            )
+        )
+        session.commit()
+        return site.id, patient.id
+
+
+def patient_details(clinic: Clinic, patient_id: int) -> tuple[str, float | None, int | None]:
+    with Session(create_engine(clinic.url)) as session:
+        patient = session.get_one(Patient, patient_id)
+        return patient.initials, patient.weight_kg, patient.birth_year
+
+
+def audit_actions(clinic: Clinic) -> list[tuple[str, str, str]]:
+    with Session(create_engine(clinic.url)) as session:
+        return [
+            (event.action, event.outcome, event.detail or "")
+            for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+        ]
+
+
+def free_chair(client: TestClient, clinic: Clinic, position: int) -> int:
+    chair = chair_session(client, clinic, position)
+    assert event(client, chair["session"]["id"], "discharge").status_code == 201
+    return int(chair["id"])
+
+
+def test_a_nurse_cannot_check_in_another_sites_patient_nor_change_it(
+    client: TestClient, clinic: Clinic
+) -> None:
+    """The cross-site overwrite: a nurse of site A, a chair of site A, the pseudonym of a
+    patient of site B. Refused, and site B's patient keeps its details."""
+    _, patient_id = other_site_with_patient(clinic)
+    chair_id = free_chair(client, clinic, 1)
+    overwrite = {"pseudonym": "P-B", "initials": "X.X.", "weight_kg": 99, "birth_year": 2000}
+    refused = client.post(f"/api/v1/chairs/{chair_id}/sessions", json={"patient": overwrite})
+    assert refused.status_code == 403, refused.text
+    assert "B.B." not in refused.text
+    assert patient_details(clinic, patient_id) == ("B.B.", 55.0, 1970)
+    assert chair_session(client, clinic, 1)["session"] is None
+    denied = [a for a in audit_actions(clinic) if a[0] == "access_denied"]
+    assert denied
+    assert "may not see" in denied[-1][2]
+
+
+def test_an_existing_patient_is_referenced_and_never_changed_by_a_check_in(
+    client: TestClient, clinic: Clinic
+) -> None:
+    chair_id = free_chair(client, clinic, 1)
+    url = f"/api/v1/chairs/{chair_id}/sessions"
+    patient = {"pseudonym": "P-200", "initials": "Q.R.", "weight_kg": 70, "birth_year": 1980}
+    first = client.post(url, json={"patient": patient})
+    assert first.status_code == 201, first.text
+    patient_id = first.json()["patient_id"]
+    assert event(client, first.json()["id"], "discharge").status_code == 201
+    # The next visit names the patient by pseudonym alone, or with the same details.
+    again = client.post(url, json={"patient": {"pseudonym": "P-200", "initials": "Q.R."}})
+    assert again.status_code == 201, again.text
+    assert again.json()["patient_id"] == patient_id
+    assert event(client, again.json()["id"], "discharge").status_code == 201
+    for other in ({"initials": "Z.Z."}, {"weight_kg": 90}, {"birth_year": 1999}):
+        changed = client.post(url, json={"patient": {**patient, **other}})
+        assert changed.status_code == 409, changed.text
+        assert f"/api/v1/patients/{patient_id}" in changed.json()["detail"]
+    assert patient_details(clinic, patient_id) == ("Q.R.", 70.0, 1980)
+
+
+def test_a_clinician_corrects_a_patients_details_as_an_audited_act(
+    client: TestClient, clinic: Clinic
+) -> None:
+    chair = chair_session(client, clinic, 1)
+    patient_id = client.get(f"/api/v1/sessions/{chair['session']['id']}").json()["patient_id"]
+    url = f"/api/v1/patients/{patient_id}"
+    correction = {"initials": "C.D.", "weight_kg": 81.5}
+    assert client.patch(url, json=correction).status_code == 403, "nurses check in; no more"
+    corrected = client.patch(url, json=correction, headers=clinic.auth("clinician"))
+    assert corrected.status_code == 200, corrected.text
+    assert corrected.json() == {**corrected.json(), "initials": "C.D.", "weight_kg": 81.5}
+    assert patient_details(clinic, patient_id)[:2] == ("C.D.", 81.5)
+    # The screens of the site show the corrected initials on the open session.
+    assert chair_session(client, clinic, 1)["session"]["patient_initials"] == "C.D."
+    action, outcome, detail = audit_actions(clinic)[-1]
+    assert (action, outcome) == ("patient_changed", "ok")
+    assert json.loads(detail) == {"fields": ["initials", "weight_kg"]}
+    assert "C.D." not in detail
+    nothing = client.patch(url, json={}, headers=clinic.auth("clinician"))
+    assert nothing.status_code == 422
+    # Another site's patient is not the clinician's to change, and stays as it was.
+    _, other_patient = other_site_with_patient(clinic)
+    other = client.patch(
+        f"/api/v1/patients/{other_patient}", json=correction, headers=clinic.auth("clinician")
+    )
+    assert other.status_code == 403
+    assert patient_details(clinic, other_patient) == ("B.B.", 55.0, 1970)
+    missing = client.patch("/api/v1/patients/999999", json=correction, headers=clinic.auth("admin"))
+    assert missing.status_code == 404

@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import secrets
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -80,7 +80,18 @@ def serve(
     _freeze_startup_objects()
     # log_config=None: uvicorn keeps the configuration above (its loggers included); the
     # request lines come from Vigil's own middleware, which knows the request id.
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, **proxy_options(settings)
+    )
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy handling as VIGIL_TRUSTED_PROXIES says. uvicorn on its own believes
+    X-Forwarded-For from 127.0.0.1 (or FORWARDED_ALLOW_IPS), so any local process could
+    claim to be any address and walk past the sign-in limits; Vigil believes no proxy
+    unless one is configured."""
+    trusted = [str(network) for network in settings.trusted_proxies]
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 def _freeze_startup_objects() -> None:
@@ -122,7 +133,14 @@ def demo(
     async def run() -> None:
         app = create_server(settings)
         _freeze_startup_objects()
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            **proxy_options(settings),
+        )
         server = uvicorn.Server(config)
         server_task = asyncio.create_task(server.serve())
         while not server.started:

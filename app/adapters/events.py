@@ -49,4 +49,10 @@ class EventBus:
                     await result
             except Exception:
                 # An alarm-side bug must not break the device link that reported the event.
-                log.exception("adapter event listener %r failed on %r", listener, event)
+                # The event's kind and device, not its repr: an alert carries its value.
+                log.exception(
+                    "adapter event listener %r failed on a %s from %s",
+                    listener,
+                    type(event).__name__,
+                    getattr(event, "device_identifier", None) or event.adapter,
+                )

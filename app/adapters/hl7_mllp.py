@@ -14,6 +14,7 @@ import hashlib
 import logging
 import socket
 import ssl
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -96,8 +97,23 @@ class MllpSettings(BaseSettings):
         description="TCP keepalive idle time: a silently dead peer is noticed within about "
         "twice this. 0 turns keepalive off.",
     )
-    idle_timeout_s: float | None = Field(
-        default=None, gt=0, description="Close a connection silent this long; unset: never."
+    idle_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Close a connection that starts no message for this long (a gateway "
+        "reconnects when it has data). 0: never.",
+    )
+    frame_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Close a connection whose message, once begun, is not complete this "
+        "long after its first byte (a half-sent frame holds its buffer until then).",
+    )
+    resend_cache_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=0,
+        description="Memory for the recent messages remembered so that a resend after a lost "
+        "ACK is answered without storing it twice; the oldest are forgotten first. 0: none.",
     )
 
     @field_validator("allowed_sources", mode="before")
@@ -158,11 +174,60 @@ class Outcome:
     ack: bytes = b""  # the ACK as sent, in the message's charset
 
 
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What a stored message was answered, in brief: all a resend's answer needs."""
+
+    summary: str
+    device: DeviceRef | None
+
+
+# A remembered answer's text is cut to this: the whole one can be hundreds of kilobytes
+# (a note per skipped OBX row), and a resend's ACK only needs to say it was stored.
+SUMMARY_CHARS = 160
+# The OrderedDict's node and its hash-table slot, per entry (CPython, 64-bit).
+_ENTRY_OVERHEAD = 100
+
+
+class ResendCache:
+    """Recent messages by digest, with their answers in brief, bounded in bytes: the
+    oldest are forgotten first. The byte count is what the entries hold in memory as
+    `sys.getsizeof` counts it (key, entry, summary, device reference)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[bytes, tuple[Remembered, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes) -> Remembered | None:
+        found = self._entries.get(digest)
+        return None if found is None else found[0]
+
+    def put(self, digest: bytes, text: str, device: DeviceRef | None) -> None:
+        if len(text) > SUMMARY_CHARS:
+            text = text[: SUMMARY_CHARS - 1] + "…"
+        entry = Remembered(text, device)
+        cost = _ENTRY_OVERHEAD + sys.getsizeof(digest) + sys.getsizeof(entry)
+        cost += sys.getsizeof(entry.summary)
+        if device is not None:
+            cost += sys.getsizeof(device) + sys.getsizeof(device.identifier)
+        if cost > self.max_bytes:
+            return
+        earlier = self._entries.pop(digest, None)
+        if earlier is not None:
+            self.bytes -= earlier[1]
+        self._entries[digest] = (entry, cost)
+        self.bytes += cost
+        while self.bytes > self.max_bytes:
+            _, (_, freed) = self._entries.popitem(last=False)
+            self.bytes -= freed
+
+
 class Hl7Processor:
     """Turns one framed HL7 message into stored samples or a device alert, and an ACK."""
-
-    # Messages remembered: a sender that lost our ACK resends, and must not store twice.
-    recent_limit = 10_000
 
     def __init__(self, context: AdapterContext, settings: MllpSettings, adapter: str) -> None:
         self._context = context
@@ -170,7 +235,8 @@ class Hl7Processor:
         self._adapter = adapter
         self._zone = offset_zone(settings.timezone)
         self._local_codes = local_code_table(settings.local_codes)
-        self._recent: OrderedDict[bytes, Outcome] = OrderedDict()  # by message digest
+        # Messages remembered: a sender that lost our ACK resends, and must not store twice.
+        self.recent = ResendCache(settings.resend_cache_bytes)
 
     async def handle(self, raw: bytes) -> Outcome:
         """Never raises: whatever is wrong becomes a NACK that says so."""
@@ -204,8 +270,12 @@ class Hl7Processor:
     def _finish(self, outcome: Outcome, encoding: str, charset: str) -> Outcome:
         """Write the ACK, in the message's own charset (MSH-18 says which)."""
         if outcome.ack_code != "AA":
+            # The reason goes to the sender only: it may quote the message's values.
             log.info(
-                "mllp: %s for message %r: %s", outcome.ack_code, outcome.control_id, outcome.text
+                "mllp: %s for message %r (HL7 error %s)",
+                outcome.ack_code,
+                outcome.control_id,
+                outcome.error_code,
             )
         ack = build_ack(
             outcome.ack_code,
@@ -237,9 +307,9 @@ class Hl7Processor:
             raise Hl7Error("MSH-10 (message control id) is empty", error_code=ERR_REQUIRED_FIELD)
         # A resend after a lost ACK is the same bytes. Message ids alone are not enough: a
         # gateway that restarts may count its MSH-10 from 1 again, and those are new data.
-        earlier = self._recent.get(digest)
+        earlier = self.recent.get(digest)
         if earlier is not None:
-            text = f"duplicate of a message already stored; {earlier.text}"
+            text = f"duplicate of a message already stored; {earlier.summary}"
             return Outcome("AA", header.control_id, text, header, device=earlier.device)
         device = await self._context.devices.find(message.device_candidates)
         if device is None:
@@ -256,9 +326,7 @@ class Hl7Processor:
             outcome = await self._alert(message, device)
         else:
             outcome = await self._report(message, device)
-        self._recent[digest] = outcome
-        while len(self._recent) > self.recent_limit:
-            self._recent.popitem(last=False)
+        self.recent.put(digest, outcome.text, outcome.device)
         return outcome
 
     async def _report(self, message: ParsedMessage, device: DeviceRef) -> Outcome:
@@ -339,9 +407,10 @@ class MllpAdapter(BaseAdapter):
         self.settings = settings or MllpSettings()
         self.port: int | None = None  # the bound port, once listening (useful with port 0)
         self._connections: set[asyncio.Task[None]] = set()
+        self.processor: Hl7Processor | None = None  # while running
 
     async def run(self) -> None:
-        processor = Hl7Processor(self.context, self.settings, self.name)
+        processor = self.processor = Hl7Processor(self.context, self.settings, self.name)
         loop = asyncio.get_running_loop()
 
         def on_connect(reader: Any, writer: Any) -> None:
@@ -385,11 +454,12 @@ class MllpAdapter(BaseAdapter):
         try:
             while True:
                 try:
-                    block = await asyncio.wait_for(
-                        reader.readblock(), timeout=self.settings.idle_timeout_s
-                    )
+                    block = await _read_frame(reader, self.settings)
                 except asyncio.IncompleteReadError:
                     break  # end of stream, possibly inside an unfinished frame
+                except _Timeout as timeout:
+                    reason = timeout.reason
+                    break
                 except InvalidBlockError:
                     outcome = processor.reject_frame("MLLP frame does not start with <VT> (0x0B)")
                 except ValueError:  # python-hl7's report of a frame over the size limit
@@ -404,8 +474,6 @@ class MllpAdapter(BaseAdapter):
                 if device is not None and devices.get(device.identifier) != device:
                     devices[device.identifier] = device
                     await self.publish_link(ConnectionState.CONNECTED, device, peer)
-        except TimeoutError:
-            reason = f"no message for {self.settings.idle_timeout_s:g} s"
         except asyncio.CancelledError:
             reason = "Vigil stopped listening"
             raise
@@ -421,6 +489,52 @@ class MllpAdapter(BaseAdapter):
                 await writer.wait_closed()
             for device in devices.values():
                 await self.publish_link(ConnectionState.DISCONNECTED, device, peer, reason)
+
+
+START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\r"
+
+
+class _Timeout(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _read_frame(reader: asyncio.StreamReader, settings: MllpSettings) -> bytes:
+    """The next frame's content, as python-hl7's `readblock` reads it (the same errors:
+    InvalidBlockError without <VT>, ValueError over the size limit, IncompleteReadError
+    at the end of the stream), under two clocks: the next frame must begin within the
+    idle timeout, and end within the frame timeout of its first byte."""
+    try:
+        first = await asyncio.wait_for(reader.readexactly(1), settings.idle_timeout_s or None)
+    except TimeoutError:
+        raise _Timeout(f"no message for {settings.idle_timeout_s:g} s") from None
+    try:
+        async with asyncio.timeout(settings.frame_timeout_s):
+            try:
+                rest = await reader.readuntil(END_BLOCK)
+            except asyncio.LimitOverrunError as overrun:
+                await _discard_frame(reader, overrun.consumed)
+                raise ValueError("frame over the size limit") from None
+    except TimeoutError:
+        raise _Timeout(
+            f"a message begun {settings.frame_timeout_s:g} s ago was not finished"
+        ) from None
+    if first != START_BLOCK:
+        raise InvalidBlockError("Block does not begin with Start Block character <VT>")
+    return rest[:-2]
+
+
+async def _discard_frame(reader: asyncio.StreamReader, consumed: int) -> None:
+    """Read past the rest of a frame too long to keep, holding no more of it than the
+    reader's limit, up to and including its end."""
+    while True:
+        await reader.readexactly(consumed)
+        try:
+            await reader.readuntil(END_BLOCK)
+            return
+        except asyncio.LimitOverrunError as overrun:
+            consumed = overrun.consumed
 
 
 def _peer(writer: Any) -> str:

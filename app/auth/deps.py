@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
@@ -22,7 +24,7 @@ from app.auth.principal import Principal
 from app.auth.service import AuthService
 from app.auth.tokens import DEVICE_TOKEN_PREFIX, csrf_token_for, same_secret
 from app.errors import Forbidden, NotAuthenticated
-from app.params import AlarmId, ChairId, SessionId, SiteId
+from app.params import AlarmId, ChairId, PatientId, SessionId, SiteId
 from app.storage.db import Database
 from app.storage.models import Role, TokenKind
 
@@ -58,6 +60,50 @@ device_token = _DeviceBearer(
 )
 
 DeviceToken = Annotated[str, Depends(device_token)]
+
+
+def _is_device_door(route: object) -> bool:
+    """Whether a route takes the device credential (`DeviceToken`) among its dependencies."""
+    dependant = getattr(route, "dependant", None)
+    pending = [dependant] if dependant is not None else []
+    while pending:
+        current = pending.pop()
+        if current.call is device_token:
+            return True
+        pending.extend(current.dependencies)
+    return False
+
+
+def authenticate_before_validation(app: FastAPI) -> None:
+    """A device door answers 401, not 422, to a batch that fails validation when its
+    credential is missing, unknown or revoked: who is not a device learns nothing about
+    what a device sends. The check costs a database round trip on this error path only;
+    a valid batch's credential is checked by the writer, in the transaction that stores
+    it. (FastAPI validates the body after the dependencies, so without this a forged
+    `vgd_…` token got the full 422, and a body that is not JSON a 422 before any check.)
+    """
+    answer_invalid = app.exception_handlers[RequestValidationError]
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if _is_device_door(request.scope.get("route")):
+            scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+            try:
+                if scheme.lower() != "bearer":
+                    raise NotAuthenticated(
+                        "a device credential is required (Authorization: Bearer vgd_…)"
+                    )
+                await get_auth(request).device_caller(token.strip())
+            except NotAuthenticated as refused:
+                return JSONResponse(
+                    refused.body(), status_code=refused.status_code, headers=refused.headers()
+                )
+        answered = answer_invalid(request, exc)
+        if isinstance(answered, Response):
+            return answered
+        response: Response = await answered
+        return response
+
+    app.add_exception_handler(RequestValidationError, handle)
 
 
 def get_auth(request: HTTPConnection) -> AuthService:
@@ -119,7 +165,7 @@ def websocket_credential(websocket: WebSocket) -> tuple[str | None, TokenKind | 
     return None, None
 
 
-async def _deny(request: Request, principal: Principal, why: str, site_id: int | None) -> None:
+async def deny(request: Request, principal: Principal, why: str, site_id: int | None) -> None:
     await get_audit(request).record(
         principal,
         "access_denied",
@@ -136,7 +182,7 @@ async def _deny(request: Request, principal: Principal, why: str, site_id: int |
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(request: Request, principal: SignedIn) -> Principal:
         if not principal.has_role(role):
-            await _deny(request, principal, f"this needs the {role.value} role", None)
+            await deny(request, principal, f"this needs the {role.value} role", None)
         return principal
 
     return dependency
@@ -144,7 +190,7 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
 
 async def check_site(request: Request, principal: Principal, site_id: int) -> None:
     if not principal.may_see(site_id):
-        await _deny(request, principal, f"you may not see site {site_id}", site_id)
+        await deny(request, principal, f"you may not see site {site_id}", site_id)
     request.state.site_id = site_id  # for the audit record of what the route then does
 
 
@@ -232,6 +278,20 @@ def on_alarm(role: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+def on_patient(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """The role check, then: the caller may see a site where the patient had a session
+    (a patient with none, only those who see every site)."""
+
+    async def dependency(patient_id: PatientId, request: Request, principal: SignedIn) -> Principal:
+        principal = await require(role)(request, principal)
+        sites = await _db(request).run(repository.sites_of_patient, patient_id)
+        if principal.site_ids is not None and not sites & principal.site_ids:
+            await deny(request, principal, f"you may not see patient {patient_id}", None)
+        return principal
+
+    return dependency
+
+
 Nurse = Annotated[Principal, Depends(require(Role.NURSE))]
 Clinician = Annotated[Principal, Depends(require(Role.CLINICIAN))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
@@ -241,5 +301,6 @@ NurseOnSession = Annotated[Principal, Depends(on_session(Role.NURSE))]
 ClinicianOnSession = Annotated[Principal, Depends(on_session(Role.CLINICIAN))]
 NurseOnChair = Annotated[Principal, Depends(on_chair(Role.NURSE))]
 NurseOnAlarm = Annotated[Principal, Depends(on_alarm(Role.NURSE))]
+ClinicianOnPatient = Annotated[Principal, Depends(on_patient(Role.CLINICIAN))]
 Auth = Annotated[AuthService, Depends(get_auth)]
 Audit = Annotated[AuditTrail, Depends(get_audit)]

@@ -26,19 +26,24 @@ from app.auth.schemas import (
 )
 from app.auth.service import UserChange
 from app.errors import FieldProblem, InvalidRequest
-from app.params import BeforeIdQuery, CredentialId, OptionalSiteQuery, UserId
+from app.params import BeforeIdQuery, CredentialId, MomentQuery, OptionalSiteQuery, UserId
 from app.storage.models import TokenKind
 
 router = APIRouter(prefix="/api/v1")
-_401: dict[int | str, dict[str, object]] = {
-    401: {"description": "Wrong username or password, or the account is locked."}
+_SIGN_IN_REFUSED: dict[int | str, dict[str, object]] = {
+    401: {"description": "Wrong username or password (unknown and inactive accounts alike)."},
+    429: {
+        "description": "Too many attempts from this address, or failed ones for this "
+        "username: wait `Retry-After` seconds."
+    },
 }
 
 
-@router.post("/auth/token", response_model=TokenOut, tags=["auth"], responses={**_401, 429: {}})
+@router.post("/auth/token", response_model=TokenOut, tags=["auth"], responses=_SIGN_IN_REFUSED)
 async def sign_in_for_token(body: TokenRequest, request: Request, auth: Auth) -> TokenOut:
     """Sign in with a password and get an API bearer token. Rate-limited per address;
-    repeated failures lock the account for a while."""
+    repeated failures make further attempts on the account wait, longer each time (up to
+    a minute), but never lock it."""
     signed_in = await auth.sign_in(
         body.username,
         body.password,
@@ -118,7 +123,8 @@ async def get_user(user_id: UserId, _: Admin, auth: Auth) -> UserOut:
 async def change_user(
     user_id: UserId, body: UserPatch, who: Admin, request: Request, auth: Auth
 ) -> UserOut:
-    """Change role, sites, name or password; deactivate (ends every sign-in); unlock."""
+    """Change role, sites, name or password; deactivate (ends every sign-in); `unlock`
+    ends the waits failed sign-ins put on the account."""
     change = UserChange(
         display_name=body.display_name,
         role=body.role,
@@ -194,8 +200,8 @@ async def revoke_device_credential(
 
 
 def audit_filters(
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: MomentQuery = None,
+    until: MomentQuery = None,
     actor: Annotated[str | None, Query(max_length=80)] = None,
     action: Annotated[str | None, Query(max_length=48)] = None,
     site_id: OptionalSiteQuery = None,

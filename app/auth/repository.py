@@ -19,6 +19,7 @@ from app.storage.models import (
     Device,
     DeviceCredential,
     InfusionSession,
+    Patient,
     Role,
     Site,
     TokenKind,
@@ -32,8 +33,6 @@ class SignInRecord:
     user_id: int
     password_hash: str
     active: bool
-    locked_until: datetime | None
-    failed_sign_ins: int
 
 
 def _site_ids(session: Session, user: User) -> frozenset[int] | None:
@@ -72,22 +71,7 @@ def sign_in_record(session: Session, username: str) -> SignInRecord | None:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         return None
-    return SignInRecord(
-        user.id, user.password_hash, user.active, user.locked_until, user.failed_sign_ins
-    )
-
-
-def record_failure(
-    session: Session, user_id: int, threshold: int, lock_until: datetime
-) -> datetime | None:
-    """Count a failed sign-in; at the threshold the account locks. Returns the lock's end."""
-    user = session.get_one(User, user_id)
-    user.failed_sign_ins += 1
-    if user.failed_sign_ins >= threshold:
-        user.locked_until = lock_until
-        user.failed_sign_ins = 0
-    session.commit()
-    return user.locked_until if user.failed_sign_ins == 0 else None
+    return SignInRecord(user.id, user.password_hash, user.active)
 
 
 def record_success(session: Session, user_id: int, new_hash: str | None) -> None:
@@ -309,6 +293,20 @@ def site_of_alarm(session: Session, alarm_id: str) -> int:
     if site_id is None:
         raise NotFoundError(f"no alarm with id {alarm_id!r}")
     return site_id
+
+
+def sites_of_patient(session: Session, patient_id: int) -> frozenset[int]:
+    """The sites a patient has had sessions at: a patient is seen by who may see one."""
+    if session.get(Patient, patient_id) is None:
+        raise NotFoundError(f"no patient with id {patient_id}")
+    return frozenset(
+        session.scalars(
+            select(Chair.site_id)
+            .join(InfusionSession, InfusionSession.chair_id == Chair.id)
+            .where(InfusionSession.patient_id == patient_id)
+            .distinct()
+        )
+    )
 
 
 def site_exists(session: Session, site_id: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from app.auth.principal import Principal
+from app.params import RowId
 from app.storage.models import AuditEvent, DeviceCredential, Role, User
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
@@ -56,18 +57,18 @@ class UserIn(BaseModel):
     display_name: str = Field(min_length=1, max_length=80)
     role: Role
     password: str = Field(max_length=200)
-    site_ids: list[int] = Field(default_factory=list, max_length=200)
+    site_ids: list[RowId] = Field(default_factory=list, max_length=200)
     all_sites: bool = False
 
 
 class UserPatch(BaseModel):
     display_name: str | None = Field(default=None, min_length=1, max_length=80)
     role: Role | None = None
-    site_ids: list[int] | None = Field(default=None, max_length=200)
+    site_ids: list[RowId] | None = Field(default=None, max_length=200)
     all_sites: bool | None = None
     active: bool | None = None
     password: str | None = Field(default=None, max_length=200)
-    unlock: bool = False
+    unlock: bool = Field(default=False, description="End the waits failed sign-ins put on it.")
 
 
 class UserOut(BaseModel):
@@ -78,7 +79,6 @@ class UserOut(BaseModel):
     active: bool
     all_sites: bool
     site_ids: list[int]
-    locked_until: datetime | None
     created_at: datetime
 
     @classmethod
@@ -91,7 +91,6 @@ class UserOut(BaseModel):
             active=user.active,
             all_sites=user.all_sites,
             site_ids=site_ids,
-            locked_until=user.locked_until,
             created_at=user.created_at,
         )
 
@@ -105,7 +104,7 @@ class DeviceCredentialIn(BaseModel):
     device_id: str | None = Field(
         default=None, min_length=1, max_length=128, description="Bind to this one device…"
     )
-    site_id: int | None = Field(
+    site_id: RowId | None = Field(
         default=None, description="…or make a gateway credential for every device at a site."
     )
 

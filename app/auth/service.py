@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from app.auth import repository
 from app.auth.audit import AuditTrail
 from app.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
 from app.auth.principal import DeviceCaller, Principal
+from app.auth.throttle import SignInThrottle
 from app.auth.tokens import (
     DEVICE_TOKEN_PREFIX,
     USER_TOKEN_PREFIX,
@@ -68,6 +70,11 @@ class AuthService:
         self._settings = settings
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._sign_in_rate = parse(settings.sign_in_rate)
+        self._throttle = SignInThrottle(
+            free_failures=settings.sign_in_free_failures,
+            account_free_failures=settings.sign_in_account_free_failures,
+            max_delay_s=settings.sign_in_max_delay_s,
+        )
 
     # --- people signing in -----------------------------------------------------------------
 
@@ -80,55 +87,44 @@ class AuthService:
         kind: TokenKind = TokenKind.SESSION,
         label: str = "browser",
     ) -> SignedIn:
-        """Check a password and issue a token. Rate-limited per source, locked per account."""
-        if not self._limiter.hit(self._sign_in_rate, source or "unknown"):
-            stats = self._limiter.get_window_stats(self._sign_in_rate, source or "unknown")
+        """Check a password and issue a token. Rate-limited per address; failures slow
+        further attempts per account and address (app/auth/throttle.py), never lock."""
+        address = source or "unknown"
+        if not self._limiter.hit(self._sign_in_rate, address):
+            stats = self._limiter.get_window_stats(self._sign_in_rate, address)
             retry = max(1, int(stats.reset_time - utcnow().timestamp()) + 1)
             await self.audit.record(username, "sign_in", outcome="rate_limited", source=source)
             raise TooManyRequests("too many sign-in attempts from this address", retry)
+        # Decided before the account is even looked up: the same for every username,
+        # whether or not it exists.
+        wait = self._throttle.wait_s(username, address)
+        if wait > 0:
+            await self.audit.record(username, "sign_in", outcome="throttled", source=source)
+            raise TooManyRequests(
+                "too many failed sign-ins for this username: wait before trying again",
+                math.ceil(wait),
+            )
         record = await self._db.read(repository.sign_in_record, username)
-        now = utcnow()
-        if record and record.locked_until and record.locked_until > now:
-            await self.audit.record(
-                username,
-                "sign_in",
-                outcome="locked",
-                target_type="user",
-                target_id=record.user_id,
-                source=source,
-            )
-            until = record.locked_until.strftime("%H:%M UTC")
-            raise NotAuthenticated(
-                f"this account is locked after repeated failed sign-ins until {until}; "
-                "an admin can unlock it"
-            )
-        # Argon2 takes tens of milliseconds of CPU: keep it off the event loop and the DB thread.
+        # Argon2 takes tens of milliseconds of CPU: keep it off the event loop and the DB
+        # thread. An unknown username is checked against a dummy hash: it costs the same.
         valid = await asyncio.to_thread(
             verify_password, record.password_hash if record else None, password
         )
         if record is None or not valid or not record.active:
-            if record is not None:
-                lock_until = now + timedelta(minutes=self._settings.lockout_minutes)
-                locked = await self._db.run(
-                    repository.record_failure,
-                    record.user_id,
-                    self._settings.lockout_after,
-                    lock_until,
-                )
-                outcome = "failed_locked" if locked else "failed"
-            else:
-                outcome = "failed"
+            self._throttle.failed(username, address)
             await self.audit.record(
                 username,
                 "sign_in",
-                outcome=outcome,
+                outcome="failed",
                 target_type="user",
                 target_id=record.user_id if record else None,
                 source=source,
             )
             raise NotAuthenticated("wrong username or password")
+        self._throttle.succeeded(username, address)
         new_hash = await asyncio.to_thread(_rehash_if_needed, record.password_hash, password)
         await self._db.run(repository.record_success, record.user_id, new_hash)
+        now = utcnow()
         lifetime = timedelta(hours=self._settings.session_hours)
         if kind is TokenKind.API:
             lifetime = timedelta(days=self._settings.api_token_days)
@@ -258,6 +254,8 @@ class AuthService:
             else await asyncio.to_thread(hash_password, change.password)
         )
         user = await self._db.run(_apply_change, user_id, change, new_hash, utcnow())
+        if change.unlock:
+            self._throttle.forget(user.username)
         detail = {
             key: value
             for key, value in {
@@ -395,6 +393,8 @@ def _apply_change(
     if change.active is not None:
         user.active = change.active
     if change.unlock:
+        # Sign-in waits live in memory (the service clears them); lockouts of earlier
+        # versions lived here.
         user.locked_until = None
         user.failed_sign_ins = 0
     if new_hash is not None:

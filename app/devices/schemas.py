@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.params import RowId
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceRef:
@@ -34,13 +36,13 @@ class DeviceIn(BaseModel):
         max_length=40,
         description="Free text: multiparameter, oximeter, gateway, ...",
     )
-    chair_id: int | None = Field(default=None, description="Bind to this chair at once.")
+    chair_id: RowId | None = Field(default=None, description="Bind to this chair at once.")
 
 
 class BindingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    chair_id: int = Field(description="The chair whose sessions this device's samples join.")
+    chair_id: RowId = Field(description="The chair whose sessions this device's samples join.")
 
 
 class DeviceOut(BaseModel):

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from app.auth.deps import DeviceToken
+from app.auth.deps import Auth, DeviceToken
+from app.errors import InvalidRequest
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.ingest.service import IngestService, get_ingest_service
 from app.observability.logs import bind_device_id
@@ -29,11 +30,19 @@ async def post_observations(
     batch: ObservationBatchIn,
     token: DeviceToken,
     ingest: Annotated[IngestService, Depends(get_ingest_service)],
+    auth: Auth,
 ) -> Response:
     """Store a device's batch of observations, whole or not at all, then publish it live.
     Needs the device's own credential, or its site's gateway credential."""
     bind_device_id(batch.device_id)  # on this request's log lines
-    accepted = IngestAccepted.of(await ingest.ingest(batch, credential=token))
+    try:
+        stored = await ingest.ingest(batch, credential=token)
+    except InvalidRequest:
+        # The values were refused before the writer checked the credential: tell their
+        # problems only to a live credential (a database round trip on this path alone).
+        await auth.device_caller(token)
+        raise
+    accepted = IngestAccepted.of(stored)
     # Serialised here, once: a returned model would be validated again against
     # `response_model` (which stays, for the OpenAPI document) on every post.
     return Response(

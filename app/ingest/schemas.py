@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.events import StoredBatch
+from app.params import Moment
 
 MAX_BATCH = 1000
 
@@ -28,7 +29,7 @@ class ObservationIn(BaseModel):
     unit: str = Field(
         min_length=1, max_length=32, description="UCUM unit; kPa is converted.", examples=["%"]
     )
-    device_time: AwareDatetime = Field(
+    device_time: Moment = Field(
         description="When the device measured it, by the device's clock, with a UTC offset."
     )
     quality: list[QualityName] = Field(

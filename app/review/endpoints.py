@@ -24,7 +24,7 @@ from app.auth.deps import (
 from app.auth.principal import Principal
 from app.deps import get_db
 from app.errors import FieldProblem, Forbidden, InvalidRequest
-from app.params import MAX_ID, SessionId, SiteId
+from app.params import MAX_ID, SessionId, SiteId, check_moment
 from app.review import repository, service
 from app.review.rendering import renderer
 from app.review.schemas import AlarmLogSort, AnnotationIn, SortOrder
@@ -46,6 +46,8 @@ router = APIRouter(prefix="/api/v1/review", tags=["review"])
 Db = Annotated[Database, Depends(get_db)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown session."}}
 REPORT_MAX_POINTS = 1600
+# Pages beyond this would skip more sessions than any clinic stores (and overflow OFFSET).
+MAX_PAGE = 1_000_000
 ALARM_LOG_COLUMNS = (
     "alarm_id",
     "rule_id",
@@ -92,7 +94,7 @@ def parse_moment(field: str, raw: str | None, *, end_of_day: bool = False) -> da
     except ValueError:
         pass
     else:
-        moment = datetime.combine(day, time(), UTC)
+        moment = check_moment(("query", field), datetime.combine(day, time(), UTC))
         return moment + timedelta(days=1) if end_of_day else moment
     try:
         moment = datetime.fromisoformat(raw)
@@ -100,11 +102,7 @@ def parse_moment(field: str, raw: str | None, *, end_of_day: bool = False) -> da
         raise InvalidRequest(
             [FieldProblem(("query", field), f"{raw!r} is neither a date nor an ISO 8601 time")]
         ) from None
-    if moment.tzinfo is None:
-        raise InvalidRequest(
-            [FieldProblem(("query", field), f"{raw!r} has no UTC offset (add Z or +hh:mm)")]
-        )
-    return moment
+    return check_moment(("query", field), moment)
 
 
 def _range(start: datetime | None, end: datetime | None) -> None:
@@ -123,7 +121,7 @@ async def list_sessions(
     start: Annotated[str | None, Query(alias="from", description="Date or time.")] = None,
     end: Annotated[str | None, Query(alias="to", description="Date (inclusive) or time.")] = None,
     high_alarm: Annotated[bool | None, Query(description="Had a high-priority alarm.")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SessionPage:
     """Stored sessions of the sites the caller may see, newest first, filtered and paged."""

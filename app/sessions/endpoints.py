@@ -6,26 +6,44 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from app.auth.deps import NurseOnChair, NurseOnSession, record_act
-from app.params import ChairId, SessionId
-from app.sessions.schemas import EventIn, SessionOut, SessionStart
+from app.auth.deps import ClinicianOnPatient, NurseOnChair, NurseOnSession, deny, record_act
+from app.deps import get_db
+from app.errors import Forbidden
+from app.live.service import LiveService, get_live
+from app.params import ChairId, PatientId, SessionId
+from app.sessions import repository as session_repository
+from app.sessions.schemas import EventIn, PatientOut, PatientPatch, SessionOut, SessionStart
 from app.sessions.service import SessionService, get_session_service
+from app.storage.db import Database
 
 router = APIRouter(prefix="/api/v1", tags=["sessions"])
 Sessions = Annotated[SessionService, Depends(get_session_service)]
+Db = Annotated[Database, Depends(get_db)]
+Live = Annotated[LiveService, Depends(get_live)]
 
 
 @router.post(
     "/chairs/{chair_id}/sessions",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionOut,
-    responses={404: {"description": "Unknown chair."}, 409: {"description": "Chair occupied."}},
+    responses={
+        403: {"description": "The pseudonym is a patient of a site the caller may not see."},
+        404: {"description": "Unknown chair."},
+        409: {"description": "Chair occupied, or the patient is on record with other details."},
+    },
 )
 async def start_session(
     chair_id: ChairId, body: SessionStart, who: NurseOnChair, sessions: Sessions, request: Request
 ) -> SessionOut:
-    """Check a patient into a chair: a new session in phase `checked_in`."""
-    out = await sessions.start(chair_id, body, who.username)
+    """Check a patient into a chair: a new session in phase `checked_in`. The pseudonym
+    names a new patient, or an existing one of a site the caller may see (403 otherwise)
+    whose details must match those given (409 otherwise): starting a session never
+    changes a patient (`PATCH /api/v1/patients/{patient_id}` does)."""
+    try:
+        out = await sessions.start(chair_id, body, who.username, who.site_ids)
+    except Forbidden as refused:
+        await deny(request, who, refused.message, getattr(request.state, "site_id", None))
+        raise
     await record_act(request, who, "session_started", target_type="session", target_id=out.id)
     return out
 
@@ -65,3 +83,34 @@ async def record_event(
         detail={"kind": event.kind.value},
     )
     return out
+
+
+@router.patch(
+    "/patients/{patient_id}",
+    response_model=PatientOut,
+    tags=["patients"],
+    responses={404: {"description": "Unknown patient."}},
+)
+async def change_patient(
+    patient_id: PatientId,
+    body: PatientPatch,
+    who: ClinicianOnPatient,
+    db: Db,
+    live: Live,
+    request: Request,
+) -> PatientOut:
+    """Correct a patient's initials, weight or birth year: an act of its own, audited, for
+    a clinician who may see a site where the patient had a session. Only the fields given
+    change; the screens showing the patient's open sessions follow."""
+    changed = await db.run(session_repository.change_patient, patient_id, body)
+    await record_act(
+        request,
+        who,
+        "patient_changed",
+        target_type="patient",
+        target_id=patient_id,
+        detail={"fields": changed.fields},  # which, never the values
+    )
+    for site_id in changed.open_sites:
+        await live.reload_site(site_id)
+    return changed.patient

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError, NotFoundError
-from app.sessions.schemas import EventIn, EventOut, PatientIn, SessionOut
+from app.auth.repository import sites_of_patient
+from app.errors import ConflictError, FieldProblem, Forbidden, InvalidRequest, NotFoundError
+from app.sessions.schemas import (
+    EventIn,
+    EventOut,
+    PatientIn,
+    PatientOut,
+    PatientPatch,
+    SessionOut,
+)
 from app.storage.models import (
     Chair,
     EventKind,
@@ -53,6 +62,7 @@ def session_out(session: Session, session_id: int) -> SessionOut:
         id=found.id,
         chair_id=found.chair_id,
         site_id=found.chair.site_id,
+        patient_id=found.patient_id,
         patient_initials=found.patient.initials,
         phase=found.phase,
         started_at=found.started_at,
@@ -80,7 +90,14 @@ def start_session(
     recorded_by: str,
     at: datetime,
     now: datetime,
+    visible_sites: frozenset[int] | None = None,
 ) -> int:
+    """Open a session on the chair for the patient of that pseudonym, made if new.
+
+    An existing patient is only referenced, never changed: it must be a patient of a site
+    in `visible_sites` (the caller's; None: every site), or Forbidden, and the details
+    given must match its own, or ConflictError (changing them is `change_patient`).
+    """
     chair = session.get(Chair, chair_id)
     if chair is None:
         raise NotFoundError(f"unknown chair {chair_id}")
@@ -95,13 +112,25 @@ def start_session(
         )
     patient = session.scalar(select(Patient).where(Patient.pseudonym == patient_in.pseudonym))
     if patient is None:
-        patient = Patient(pseudonym=patient_in.pseudonym, initials=patient_in.initials)
+        patient = Patient(
+            pseudonym=patient_in.pseudonym,
+            initials=patient_in.initials,
+            weight_kg=patient_in.weight_kg,
+            birth_year=patient_in.birth_year,
+        )
         session.add(patient)
-    patient.initials = patient_in.initials
-    if patient_in.weight_kg is not None:
-        patient.weight_kg = patient_in.weight_kg
-    if patient_in.birth_year is not None:
-        patient.birth_year = patient_in.birth_year
+    else:
+        if visible_sites is not None and not sites_of_patient(session, patient.id) & visible_sites:
+            raise Forbidden(
+                "this pseudonym is a patient of a site you may not see: check the pseudonym"
+            )
+        differing = _differing_details(patient, patient_in)
+        if differing:
+            raise ConflictError(
+                f"patient {patient.id} is on record with another {', '.join(differing)}: check "
+                f"the pseudonym, or have a clinician correct the patient's details first "
+                f"(PATCH /api/v1/patients/{patient.id})"
+            )
     session.flush()
     created = InfusionSession(
         chair_id=chair_id, patient_id=patient.id, phase=SessionPhase.CHECKED_IN, started_at=at
@@ -119,6 +148,53 @@ def start_session(
     )
     session.commit()
     return created.id
+
+
+def _differing_details(patient: Patient, given: PatientIn) -> list[str]:
+    """The details given for an existing patient that are not its own (omitted: none)."""
+    differing = []
+    if given.initials != patient.initials:
+        differing.append("initials")
+    if given.weight_kg is not None and given.weight_kg != patient.weight_kg:
+        differing.append("weight")
+    if given.birth_year is not None and given.birth_year != patient.birth_year:
+        differing.append("birth year")
+    return differing
+
+
+@dataclass(frozen=True)
+class PatientChange:
+    patient: PatientOut
+    fields: list[str]  # which details changed (their names, never their values)
+    open_sites: list[int]  # sites where the patient has an open session, to refresh
+
+
+def change_patient(session: Session, patient_id: int, change: PatientPatch) -> PatientChange:
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFoundError(f"unknown patient {patient_id}")
+    fields = []
+    for name, value in change.model_dump(exclude_unset=True).items():
+        if value is None and name == "initials":
+            raise InvalidRequest([FieldProblem(("body", "initials"), "cannot be removed")])
+        if getattr(patient, name) != value:
+            setattr(patient, name, value)
+            fields.append(name)
+    session.commit()
+    open_sites = session.scalars(
+        select(Chair.site_id)
+        .join(InfusionSession, InfusionSession.chair_id == Chair.id)
+        .where(InfusionSession.patient_id == patient_id, InfusionSession.ended_at.is_(None))
+        .distinct()
+    )
+    out = PatientOut(
+        id=patient.id,
+        pseudonym=patient.pseudonym,
+        initials=patient.initials,
+        weight_kg=patient.weight_kg,
+        birth_year=patient.birth_year,
+    )
+    return PatientChange(out, fields, sorted(open_sites))
 
 
 def record_event(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.params import Moment
 from app.storage.models import EventKind
 from monitor.protocol import Phase
 
@@ -19,18 +20,42 @@ class PatientIn(BaseModel):
     birth_year: int | None = Field(default=None, ge=1900, le=2100)
 
 
+class PatientPatch(BaseModel):
+    """A correction of a patient's details: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initials: str | None = Field(default=None, min_length=1, max_length=8, examples=["A.B."])
+    weight_kg: float | None = Field(default=None, gt=2, lt=400)
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+
+    @model_validator(mode="after")
+    def _something(self) -> PatientPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of initials, weight_kg, birth_year")
+        return self
+
+
+class PatientOut(BaseModel):
+    id: int
+    pseudonym: str
+    initials: str
+    weight_kg: float | None
+    birth_year: int | None
+
+
 class SessionStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     patient: PatientIn
-    at: AwareDatetime | None = Field(default=None, description="Check-in time; now if omitted.")
+    at: Moment | None = Field(default=None, description="Check-in time; now if omitted.")
 
 
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: EventKind
-    at: AwareDatetime | None = Field(default=None, description="When it happened; now if omitted.")
+    at: Moment | None = Field(default=None, description="When it happened; now if omitted.")
     value: float | None = Field(default=None, description="E.g. the new rate for rate_change.")
     unit: str | None = Field(default=None, max_length=24, examples=["mg/kg/h"])
     note: str | None = Field(default=None, max_length=2000)
@@ -51,6 +76,7 @@ class SessionOut(BaseModel):
     id: int
     chair_id: int
     site_id: int
+    patient_id: int
     patient_initials: str
     phase: Phase  # the alarm engine's phases are the session's (no copy to keep in step)
     started_at: datetime

@@ -35,7 +35,14 @@ class SessionService:
         self._live = live
         self._alarms = alarms
 
-    async def start(self, chair_id: int, request: SessionStart, by: str) -> SessionOut:
+    async def start(
+        self,
+        chair_id: int,
+        request: SessionStart,
+        by: str,
+        visible_sites: frozenset[int] | None = None,
+    ) -> SessionOut:
+        """`visible_sites`: the caller's; an existing patient must be of one of them."""
         now = utcnow()
         session_id = await self._db.run(
             repository.start_session,
@@ -44,6 +51,7 @@ class SessionService:
             by,
             request.at or now,
             now,
+            visible_sites,
         )
         out = await self.get(session_id)
         await self._live.session_changed(

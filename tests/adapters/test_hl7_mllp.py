@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from app.adapters.events import ConnectionState
+from app.adapters.hl7_mllp import MllpAdapter, MllpSettings
 from tests.adapters.conftest import (
     HL7_SAMPLES,
     MLLP_ENV,
@@ -307,3 +310,153 @@ def test_a_source_outside_the_allowed_ones_is_closed_unread(fenced_server: Adapt
         client.send(oru("fenced-1", f"1|{HR.format(72)}", device=device))
     assert stored(server, device) == []
     assert server.recorder.links(device) == []  # no device link was ever up
+
+
+def test_a_device_time_beyond_the_calendar_is_refused_naming_it(
+    server: AdapterServer, client: MllpClient, bound: str
+) -> None:
+    """Its UTC would be in year 0: refused at validation, not an internal error."""
+    message = oru("edge-1", f"1|{HR.format(72)}|||00010101000000+1600", device=bound)
+    code, acked, text = ack_fields(client.send(message))
+    assert (code, acked) == ("AE", "edge-1"), text
+    assert "internal" not in text
+    assert "0002-01-01" in text
+    assert stored(server, bound) == []
+
+
+def test_malformed_hl7_leaves_no_value_in_the_log(
+    server: AdapterServer,
+    client: MllpClient,
+    bound: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """python-hl7 logs the fields it cannot unescape, Vigil's NACK reasons quote values:
+    none of it may reach the application log (docs/SECURITY.md)."""
+    caplog.set_level(logging.DEBUG)
+    bad_hex, empty_escape = SPO2.format("83.7\\XZZ\\"), SPO2.format("91.4\\\\")
+    messages = [
+        oru("log-1", "1|" + bad_hex, device=bound),  # python-hl7 logs the field
+        oru("log-2", "1|" + empty_escape, device=bound),  # …and here too
+        oru("log-3", f"1|{SPO2.format('187.3')}", device=bound),  # implausible: AE
+        oru("log-4", f"1|{SPO2.format('7x6.5')}", device=bound),  # not a number: AE
+        oru("log-5", f"1|{HR.format(64)}", device=bound).replace("MSH|", "PID|77.1\rMSH|"),
+    ]
+    answers = [ack_fields(client.send(message))[0] for message in messages]
+    assert answers[2:4] == ["AE", "AE"], answers
+    logged = caplog.text + "\n".join(record.getMessage() for record in caplog.records)
+    assert "mllp: AE for message 'log-3'" in logged, "the log does record the NACKs"
+    for value in ("83.7", "91.4", "187.3", "7x6.5", "77.1"):
+        assert value not in logged, value
+
+
+# --- bounds: timeouts on by default, a resend cache bounded in bytes -----------------------
+
+CACHE_BYTES = 20_000
+
+
+def test_idle_and_frame_timeouts_are_on_by_default() -> None:
+    settings = MllpSettings()
+    assert 0 < settings.idle_timeout_s <= 600
+    assert 0 < settings.frame_timeout_s <= 60
+    assert 0 < settings.resend_cache_bytes <= 16 * 1024 * 1024
+
+
+@pytest.fixture
+def bounded_server(sqlite_clinic: Clinic, tmp_path: Path) -> Iterator[AdapterServer]:
+    env = {
+        **MLLP_ENV,
+        "VIGIL_MLLP_IDLE_TIMEOUT_S": "1.5",
+        "VIGIL_MLLP_FRAME_TIMEOUT_S": "0.5",
+        "VIGIL_MLLP_RESEND_CACHE_BYTES": str(CACHE_BYTES),
+        "VIGIL_MLLP_MAX_MESSAGE_BYTES": "65536",
+    }
+    yield from start_adapter_server(sqlite_clinic, tmp_path, env)
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float:
+    """How long until the server closed `sock` (reading whatever it sent first)."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    while sock.recv(65536):
+        pass
+    return time.monotonic() - started
+
+
+def test_a_half_sent_frame_is_closed_after_the_frame_timeout(
+    bounded_server: AdapterServer,
+) -> None:
+    port = bounded_server.adapter_port("mllp")
+    device = "00112233BOUNDED1"
+    bounded_server.register(device, bounded_server.chair_ids()[0])
+    with (
+        socket.create_connection(("127.0.0.1", port)) as half,
+        socket.create_connection(("127.0.0.1", port)) as trickle,
+        MllpClient(port) as neighbour,
+    ):
+        half.sendall(b"\x0b" + b"MSH|^~\\&|HALF|" + b"x" * 500_000)
+        started = time.monotonic()
+        trickle.sendall(b"\x0bMSH|")
+        while time.monotonic() - started < 0.4:  # a byte at a time keeps no frame open
+            time.sleep(0.1)
+            trickle.sendall(b"x")
+        assert closed_within(half, 5) < 2.5  # 0.5 s frame timeout, plus scheduling
+        assert closed_within(trickle, 5) < 2.5
+        # The neighbour's connection goes on.
+        going_on = neighbour.send(oru("nb-1", f"1|{HR.format(66)}", device=device))
+        assert ack_fields(going_on)[0] == "AA"
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    bounded_server: AdapterServer,
+) -> None:
+    device = "00112233BOUNDED2"
+    bounded_server.register(device, bounded_server.chair_ids()[0])
+    with MllpClient(bounded_server.adapter_port("mllp")) as gateway:
+        answer = gateway.send(oru("idle-1", f"1|{HR.format(67)}", device=device))
+        assert ack_fields(answer)[0] == "AA"
+        assert 1.0 < closed_within(gateway.sock, 6) < 4.5
+    lost = bounded_server.recorder.wait_for_link(device, ConnectionState.DISCONNECTED)
+    assert "no message for 1.5 s" in lost.reason
+
+
+def test_the_resend_cache_stays_within_its_bytes_and_still_answers_a_resend(
+    bounded_server: AdapterServer,
+) -> None:
+    """Each message's answer is long (a note per duplicated OBX row): whole answers are
+    not what is kept, and however many messages come, the cache keeps to its bytes."""
+    device = "00112233BOUNDED3"
+    bounded_server.register(device, bounded_server.chair_ids()[0])
+    adapter = next(a for a in bounded_server.runtime.adapters if a.name == "mllp")
+    assert isinstance(adapter, MllpAdapter)
+    assert adapter.processor is not None
+    cache = adapter.processor.recent
+    moment = datetime.now(UTC) - timedelta(minutes=30)
+    with MllpClient(bounded_server.adapter_port("mllp")) as gateway:
+        for number in range(120):
+            at = moment + timedelta(seconds=number)
+            rows = [f"{row}|{SPO2.format(90 + row % 9)}" for row in range(1, 200)]
+            message = oru(f"big-{number}", *rows, device=device, at=at)
+            code, _, text = ack_fields(gateway.send(message))
+            assert code == "AA", text
+            assert len(text) >= 1_000  # the answer is long (and longer before the ACK cuts it)
+            assert cache.bytes <= CACHE_BYTES
+        assert 10 < len(cache) < 120  # recent ones kept, the oldest forgotten
+        code, _, text = ack_fields(gateway.send(message))  # the last one, resent
+    assert code == "AA"
+    assert text.startswith("duplicate of a message already stored; stored 1 values")
+    assert len(stored(bounded_server, device)) == 120
+
+
+def test_a_message_over_the_size_limit_gets_one_ar_and_the_connection_goes_on(
+    bounded_server: AdapterServer,
+) -> None:
+    device = "00112233BOUNDED4"
+    bounded_server.register(device, bounded_server.chair_ids()[0])
+    rows = [f"{row}|{SPO2.format(95)}" for row in range(1, 1200)]  # about 100 KB
+    with MllpClient(bounded_server.adapter_port("mllp")) as gateway:
+        code, acked, text = ack_fields(gateway.send(oru("huge-1", *rows, device=device)))
+        assert (code, acked) == ("AR", "")
+        assert "longer than 65536 bytes" in text
+        answer = gateway.send(oru("after-huge", f"1|{HR.format(68)}", device=device))
+        assert ack_fields(answer)[:2] == ("AA", "after-huge")
+    assert stored(bounded_server, device) == [("hr", 68, 0)]
