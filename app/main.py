@@ -37,8 +37,8 @@ from app.ingest.service import IngestService
 from app.live.endpoints import router as live_router
 from app.live.hub import Hub
 from app.live.service import LiveService
-from app.log_privacy import install_log_filters
 from app.observability.logs import RequestIdMiddleware
+from app.observability.privacy import install_log_filters
 from app.review.endpoints import router as review_router
 from app.review.source import DatabaseReviewSource
 from app.sessions.endpoints import router as sessions_router

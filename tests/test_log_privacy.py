@@ -1,5 +1,5 @@
 """Library loggers that would write health data into the application log are filtered
-(app/log_privacy.py); the MLLP test of the same sends malformed HL7 over a real socket."""
+(app/observability/privacy.py); the MLLP test of the same sends malformed HL7 over a real socket."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.log_privacy import WITHHELD, install_log_filters
+from app.observability.privacy import WITHHELD, install_log_filters
 
 
 def test_sql_parameters_stay_out_of_the_log_when_sqlalchemy_logs_at_info(

@@ -113,7 +113,7 @@ class AuditTrail:
         after_id: int | None = None
         first = True
         while True:
-            events = await self._db.run(export_page, span, after_id)
+            events = await self._db.read(export_page, span, after_id)
             if first or events:
                 yield encode(events, export_format, header=first)
             first = False
