@@ -10,6 +10,7 @@ snapshot, and cannot write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session
 from app.storage.db import Database
 from app.storage.models import Device, InfusionSession, Patient, Sample, SessionPhase, Site
 from app.timeutil import iso, utcnow
-from tests.conftest import Clinic, LiveServer
+from tests.conftest import REPO, Clinic, LiveServer
 
 PROBE_EVERY_S = 0.020
 PROBE_LIMIT_S = 0.150  # far below what a report takes (0.3 s at the very least)
@@ -309,3 +310,56 @@ def test_waiting_for_the_writer_is_refused_on_the_event_loop(db: Database) -> No
     db.run_blocking(add_site, "From a thread")
     with db.session() as session:
         assert site_names(session) == ["From a thread"]
+
+
+SERVER_THAT_IS_KILLED = """
+import sys
+from app.review.rendering import renderer
+print(renderer.start(), flush=True)
+sys.stdin.read()
+"""
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie that only waits for its parent to collect it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            if (
+                entry.name.isdigit()
+                and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+            ):
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_report_worker_ends_with_its_server() -> None:
+    """A server killed outright (uvicorn itself ends by re-raising SIGTERM, so no exit
+    handler runs) leaves no report worker, fork server or resource tracker behind."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_THAT_IS_KILLED],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        helpers = children(server.pid)  # the fork server and the resource tracker
+        assert len(helpers) == 2, helpers
+        assert not ended(worker)
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(map(ended, [worker, *helpers])):
+        time.sleep(0.1)
+    assert [pid for pid in [worker, *helpers] if not ended(pid)] == []
