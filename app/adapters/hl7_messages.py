@@ -643,8 +643,7 @@ _ENDED_STATES = frozenset({"inactive", "latched"})
 
 
 def _is_event(observation: Hl7Observation) -> bool:
-    # Philips Efficia codes its alarms in its own MDIL-ALERT system.
-    if observation.name.upper().startswith("MDC_EVT_") or observation.coding_system == "MDIL-ALERT":
+    if observation.name.upper().startswith("MDC_EVT_"):
         return True
     number = _event_number(observation)
     return number is not None and number // 65536 == _EVENT_PARTITION
