@@ -21,6 +21,8 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from app.main import create_app
+from app.settings import Settings
 from tests.adapters.conftest import (
     AdapterServer,
     MllpClient,
@@ -28,7 +30,7 @@ from tests.adapters.conftest import (
     start_adapter_server,
 )
 from tests.adapters.test_mqtt import Device
-from tests.conftest import Clinic
+from tests.conftest import Clinic, LiveServer
 from tests.test_alarms_server import alarm_message, snapshot
 
 ALERTS = Path(__file__).parent / "hl7_alerts"
@@ -352,3 +354,46 @@ def test_the_websocket_ingest_takes_alerts_beside_batches(server: AdapterServer)
         error = json.loads(dev.recv(timeout=10))
         assert (error["type"], error["ref"], error["status"]) == ("error", "x", 422)
         assert error["detail"][0]["loc"] == ["body", "type"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_device_fault_survives_a_restart_and_ends_when_the_device_says_so(
+    live_server: LiveServer, clinic: Clinic, settings: Settings
+) -> None:
+    fault = {
+        "device_id": clinic.device(2),
+        "kind": "equipment_fault",
+        "code": "BATT_LOW",
+        "text": "Battery low",
+        "priority": "low",
+        "device_time": now(),
+    }
+    url = f"{live_server.ws_url}/ws/sites/{clinic.site_id}"
+    with connect(url, additional_headers=clinic.auth()) as ws:
+        snapshot(ws)
+        posted = httpx.post(
+            f"{live_server.http_url}/api/v1/alerts", json=fault, headers=clinic.device_auth
+        )
+        assert posted.status_code == 200, posted.text
+        raised = alarm_message(ws, "device_fault_batt_low", "raised")["alarm"]
+    assert (raised["priority"], raised["text"]) == ("low", "Battery low")
+    live_server.stop()
+
+    restarted = LiveServer(create_app(settings))
+    restarted.start()
+    try:
+        with connect(
+            f"{restarted.ws_url}/ws/sites/{clinic.site_id}", additional_headers=clinic.auth()
+        ) as ws:
+            chairs = snapshot(ws)["chairs"]
+            restored = {a["alarm_id"]: a for chair in chairs for a in chair["alarms"]}
+            assert restored[raised["alarm_id"]] == raised
+            ended = {**fault, "active": False, "device_time": now()}
+            posted = httpx.post(
+                f"{restarted.http_url}/api/v1/alerts", json=ended, headers=clinic.device_auth
+            )
+            assert posted.status_code == 200, posted.text
+            cleared = alarm_message(ws, "device_fault_batt_low", "cleared")["alarm"]
+            assert cleared["alarm_id"] == raised["alarm_id"]
+    finally:
+        restarted.stop()

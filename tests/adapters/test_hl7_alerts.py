@@ -58,28 +58,36 @@ def test_a_physiological_alert_of_the_device_is_not_one_vigil_raises() -> None:
     assert (alert.kind, alert.active, alert.alert_id) == (OTHER, True, "1")
 
 
+GENERIC = "196616^MDC_EVT_ALARM^MDC"
+SENSOR_DISCONN = "196916^MDC_EVT_SENSOR_DISCONN^MDC"
+CUFF_LOOSE = "196848^MDC_EVT_CUFF_LOOSE^MDC"
+
+
 @pytest.mark.parametrize(
-    ("text", "flags", "sub_id", "kind"),
+    ("code", "text", "flags", "sub_id", "kind"),
     [
-        ("NBP MEASURE FAILED", "ST~PM", "1.2.1.150021.1", NIBP),
-        ("NIBP Meas. Failed", "ST", "1.0.0.0.1", NIBP),  # Mindray's words, no metric
-        ("Cuff loose", "", "1.2.1.150021.1", NIBP),
-        ("IBP transducer failed", "ST", "1.2.1.150037.1", FAULT),  # arterial, not the cuff
-        ("SpO2 NO SENSOR", "ST~PL", "1.3.1.150456.1", PROBE),
-        ("SPO2 PROBE OFF", "", "1.0.0.0.1", PROBE),  # GE's words
-        ("LEADS OFF", "ST~PM", "1.1.1.147842.1", FAULT),
-        ("NBP SYS HIGH", "SP~PH", "1.2.1.150021.1", OTHER),  # physiological
-        ("Battery low", "", "1.0.0.0.1", FAULT),  # no source given: surfaced, not dropped
+        (GENERIC, "NBP MEASURE FAILED", "ST~PM", "1.2.1.150021.1", NIBP),
+        (GENERIC, "NIBP Meas. Failed", "ST", "1.0.0.0.1", NIBP),  # Mindray's words, no metric
+        (GENERIC, "Cuff loose", "", "1.2.1.150021.1", NIBP),
+        (CUFF_LOOSE, "Check cuff", "ST~PL", "1.0.0.0.1", NIBP),  # the code alone says it
+        (GENERIC, "IBP transducer failed", "ST", "1.2.1.150037.1", FAULT),  # arterial
+        (GENERIC, "SpO2 NO SENSOR", "ST~PL", "1.3.1.150456.1", PROBE),
+        (GENERIC, "SPO2 PROBE OFF", "", "1.0.0.0.1", PROBE),  # GE's words
+        (SENSOR_DISCONN, "SpO2 INOP", "ST~PM", "1.3.1.150456.1", PROBE),  # by the code
+        (SENSOR_DISCONN, "CO2 INOP", "ST~PM", "1.4.1.151708.1", FAULT),  # not the oximeter
+        (GENERIC, "LEADS OFF", "ST~PM", "1.1.1.147842.1", FAULT),
+        (GENERIC, "NBP SYS HIGH", "SP~PH", "1.2.1.150021.1", OTHER),  # physiological
+        (GENERIC, "Battery low", "", "1.0.0.0.1", FAULT),  # no source given: surfaced
     ],
 )
-def test_a_generic_alert_is_known_by_its_metric_and_its_words(
-    text: str, flags: str, sub_id: str, kind: DeviceAlertKind
+def test_an_alert_is_known_by_its_code_its_metric_and_its_words(
+    code: str, text: str, flags: str, sub_id: str, kind: DeviceAlertKind
 ) -> None:
     raw = "\r".join(
         [
             "MSH|^~\\&|GW||||20261125101500+0000||ORU^R40^ORU_R40|M1|P|2.6",
             "OBR|1|7|7|196616^MDC_EVT_ALARM^MDC|||20261125101500+0000",
-            f"OBX|1|ST|196616^MDC_EVT_ALARM^MDC|{sub_id}|{text}|||{flags}|||F",
+            f"OBX|1|ST|{code}|{sub_id}|{text}|||{flags}|||F",
         ]
     )
     assert read_alert(parse_message(raw, UTC), RECEIVED).kind is kind
