@@ -143,9 +143,31 @@ class LinkEvent:
     reason: str | None = None
 
 
+class DeviceAlertKind(enum.StrEnum):
+    """What a device's own alert means for Vigil (docs/ALARMS.md, "From the wire").
+
+    `nibp_failed`: a cuff cycle ended without a reading; `probe_off`: the SpO2 probe is off
+    the patient; `equipment_fault`: any other technical alert (a sensor, the monitor, its
+    battery), shown with the device's own text; `other`: an alert Vigil does not raise (the
+    device's physiological and advisory alerts: Vigil judges the same values by the
+    clinic's protocol).
+    """
+
+    NIBP_FAILED = "nibp_failed"
+    PROBE_OFF = "probe_off"
+    EQUIPMENT_FAULT = "equipment_fault"
+    OTHER = "other"
+
+
+# PCD-04 event phases that begin an alert; the others update or end one already begun.
+_ONSET_PHASES = frozenset({"start", "start_only", "tpoint"})
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceAlert:
-    """An alarm raised by the device itself (IHE PCD-04, HL7 ORU^R40); not stored as a sample."""
+    """An alarm raised by the device itself (IHE PCD-04 ORU^R40 over MLLP, or the JSON alert
+    of HTTP, MQTT and websocket ingest); not stored as a sample. The alarm service turns it
+    into Vigil's technical alarms by `kind`."""
 
     adapter: str
     device_identifier: str
@@ -162,7 +184,17 @@ class DeviceAlert:
     state: str | None  # "active", "inactive", ... (MDC_ATTR_ALARM_STATE)
     vital: str | None  # canonical vital the alert is about, when Vigil knows it
     value: float | None  # its value in the vital's canonical unit
-    message_id: str  # MSH-10, to tie the alert to the device's own log
+    message_id: str  # MSH-10 (or the JSON door's `ref`), to tie it to the device's own log
+    kind: DeviceAlertKind = DeviceAlertKind.OTHER
+    active: bool = True  # False: the device says the alert condition has ended
+    # The device's id of this alert instance (PCD-04: OBR-3 filler number), so that updates
+    # and resends of one alert are recognised as such; None when the device gives none.
+    alert_id: str | None = None
+
+    @property
+    def onset(self) -> bool:
+        """This report begins an alert (not an update or the end of one already reported)."""
+        return self.active and (self.phase is None or self.phase.lower() in _ONSET_PHASES)
 
 
 AdapterEvent = LinkEvent | DeviceAlert

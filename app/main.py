@@ -68,10 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = AuthService(db, AuditTrail(db), settings)
     adapters = build_runtime(db, ingest, auth)
     adapters.events.subscribe(alarms.on_adapter_event)
+    adapters.events.subscribe(alarms.on_device_alert)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await alarms.start()
+        await alarms.restore_nibp_intervals()
         try:
             # Adapters start once alarms are restored, and stop while the database is open.
             await adapters.start()

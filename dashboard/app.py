@@ -73,6 +73,44 @@ def _toolbar() -> html.Div:
     )
 
 
+# The NIBP intervals a monitor's auto mode offers (the server accepts the same list,
+# app.alarms.nibp.ALLOWED_NIBP_INTERVALS_S; a test keeps them equal): (label, seconds).
+NIBP_INTERVAL_CHOICES: list[tuple[str, int]] = [
+    *((f"{minutes} min", minutes * 60) for minutes in (1, 2, 3, 5, 10, 15, 30, 60)),
+    ("none (manual readings only)", 0),
+]
+
+
+def _nibp_interval_control() -> html.Div:
+    """The session's NIBP interval: pick, then confirm (station-chair.js does the rest)."""
+    return html.Div(
+        className="nibp-interval",
+        children=[
+            html.Label("NIBP every", htmlFor="nibp-interval-select"),
+            html.Select(
+                id="nibp-interval-select",
+                children=[
+                    # The label gets the phase's interval once the view opens.
+                    html.Option("protocol default", value="default"),
+                    *(html.Option(label, value=str(s)) for label, s in NIBP_INTERVAL_CHOICES),
+                ],
+            ),
+            html.Button("Set", id="nibp-interval-set", className="event-preset"),
+            html.Span(
+                id="nibp-interval-confirm",
+                className="nibp-interval-confirm",
+                hidden=True,
+                children=[
+                    html.Span("", id="nibp-interval-question"),
+                    html.Button("Confirm", id="nibp-interval-yes", className="event-preset"),
+                    html.Button("Cancel", id="nibp-interval-no", className="event-preset"),
+                ],
+            ),
+            html.Span("", id="nibp-interval-result", className="event-result"),
+        ],
+    )
+
+
 def _chair_view() -> html.Div:
     return html.Div(
         id="chair-view",
@@ -85,6 +123,7 @@ def _chair_view() -> html.Div:
                 children=[
                     html.Span("", id="chair-view-title", className="chair-view-title"),
                     html.Span("", id="chair-view-phase", className="phase"),
+                    _nibp_interval_control(),
                     html.Button("Close", id="chair-view-close", className="chair-view-close"),
                 ],
             ),

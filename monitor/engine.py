@@ -45,6 +45,9 @@ from monitor.vitals import Vital
 
 # The technical alarm for a device whose link to Vigil is lost (reported by an adapter).
 LINK_LOST_RULE = "device_link_lost"
+# Technical alarms a device reports about itself (equipment faults): one rule per fault
+# code, `device_fault_<code>`, raised and ended by the device's own alerts.
+DEVICE_FAULT_PREFIX = "device_fault_"
 
 
 def _opt(value: float) -> float | None:
@@ -247,6 +250,35 @@ class AlarmEngine:
         )
         return self._lifecycle.apply(change)
 
+    def device_fault(
+        self,
+        key: str,
+        code: str,
+        *,
+        priority: Priority,
+        text: str,
+        active: bool,
+        time: float,
+    ) -> list[AlarmTransition]:
+        """A device reported a fault of its own (`active`) or its end: the technical alarm
+        `device_fault_<code>` on its session, with the device's words. Like the link alarm
+        it lives in the lifecycle only: no sample can raise or end it."""
+        self._known(key)
+        if priority is Priority.CRISIS:
+            raise ValueError("a device fault is a technical alarm: low, medium or high")
+        change = ConditionChange(
+            session_key=key,
+            rule_id=f"{DEVICE_FAULT_PREFIX}{code}",
+            kind=AlarmKind.TECHNICAL,
+            priority=priority,
+            active=active,
+            time=time,
+            value=None,
+            limit=None,
+            text=text,
+        )
+        return self._lifecycle.apply(change)
+
     def acknowledge(self, alarm_id: str, *, actor: str, time: float) -> list[AlarmTransition]:
         return self._lifecycle.acknowledge(alarm_id, actor=actor, time=time)
 
@@ -275,8 +307,14 @@ class AlarmEngine:
         known = [r for r in records if r.session_key in self._index]
         restored = self._lifecycle.restore(known)
         for alarm in restored:
-            if not alarm.condition_active or alarm.rule_id == LINK_LOST_RULE:
-                continue  # a link alarm lives in the lifecycle only; its adapter reports again
+            if (
+                not alarm.condition_active
+                or alarm.rule_id == LINK_LOST_RULE
+                or alarm.rule_id.startswith(DEVICE_FAULT_PREFIX)
+            ):
+                # Link and device-fault alarms live in the lifecycle only; their device
+                # reports again (reconnects, or says the fault has ended).
+                continue
             index = self._index[alarm.session_key]
             check = self.protocol.check_index(alarm.rule_id)
             if check == self.protocol.combination_index:

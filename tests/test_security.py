@@ -59,6 +59,7 @@ MATRIX: dict[tuple[str, str], tuple[Role | None, str | None]] = {
     ("POST", "/api/v1/sessions/{session_id}/events"): (NURSE, "session"),
     ("GET", "/api/v1/sessions/{session_id}/alarms"): (NURSE, "session"),
     ("POST", "/api/v1/sessions/{session_id}/audio-pause"): (NURSE, "session"),
+    ("PUT", "/api/v1/sessions/{session_id}/nibp-interval"): (NURSE, "session"),
     ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): (NURSE, "alarm"),
     ("POST", "/api/v1/sessions/{session_id}/limits"): (CLINICIAN, "session"),
     ("GET", "/api/v1/sessions/{session_id}/export/csv"): (CLINICIAN, "session"),
@@ -105,7 +106,7 @@ MATRIX: dict[tuple[str, str], tuple[Role | None, str | None]] = {
 # Open to anyone: health for load balancers, and the doors to sign in.
 PUBLIC = {("GET", "/healthz"), ("POST", "/api/v1/auth/token")}
 # For devices, with a device credential (people's tokens are refused).
-DEVICE_ONLY = {("POST", "/api/v1/observations")}
+DEVICE_ONLY = {("POST", "/api/v1/observations"), ("POST", "/api/v1/alerts")}
 RANK = {NURSE: 1, CLINICIAN: 2, ADMIN: 3}
 
 

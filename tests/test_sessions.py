@@ -161,6 +161,7 @@ def test_session_events_reach_every_screen_as_deltas_without_a_resync(
                     "infusion_started_at": iso(view.infusion_started_at)
                     if view.infusion_started_at
                     else None,
+                    "nibp_interval_s": view.nibp_interval_s,
                 }
             )
             assert delta["session"] == expected

@@ -17,10 +17,11 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
+from app.adapters.alerts import DeviceAlertIn, build_alert
 from app.adapters.events import ConnectionState, EventBus, LinkEvent
 from app.devices.schemas import DeviceRef as DeviceRef
 from app.errors import FieldProblem, InvalidRequest, NotAuthenticated, VigilError
-from app.events import StoredBatch
+from app.events import DeviceAlert, StoredBatch
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
 from app.timeutil import utcnow
 
@@ -54,6 +55,19 @@ class IngestSink(Protocol):
         ...
 
 
+class AlertSenders(Protocol):
+    """Who may report alerts for which device: `app.adapters.alerts.DatabaseAlertSenders`."""
+
+    async def sender(self, identifier: str, credential: str | None) -> DeviceRef:
+        """The device, where it is bound now; raises 401, 403 or 404 like HTTP ingest."""
+        ...
+
+
+class _NoAlertSenders:
+    async def sender(self, identifier: str, credential: str | None) -> DeviceRef:
+        raise NotAuthenticated("no alert sender check is configured: alert doors are closed")
+
+
 class DeviceDirectory(Protocol):
     """Finds the registered device among the identifiers a message carries."""
 
@@ -70,6 +84,7 @@ class AdapterContext:
     devices: DeviceDirectory
     events: EventBus = field(default_factory=EventBus)
     credentials: IngestAuthoriser = field(default_factory=_RefuseAll)
+    alert_senders: AlertSenders = field(default_factory=_NoAlertSenders)
 
     async def submit(self, batch: ObservationBatchIn) -> StoredBatch:
         """Validate, normalise, store and publish one device's batch, exactly as HTTP ingest.
@@ -87,6 +102,25 @@ class AdapterContext:
         if not token:
             raise NotAuthenticated("a device credential is required")
         return await self.ingest.ingest(batch, credential=token)
+
+    async def submit_alert(
+        self, alert: DeviceAlertIn, *, credential: str | None, adapter: str, reference: str = ""
+    ) -> DeviceAlert:
+        """Check the sender's credential, then publish a JSON door's alert on the event bus.
+
+        Raises what HTTP ingest would: `NotAuthenticated` (401) without a live credential,
+        `Forbidden` (403) for a device it does not cover, `NotFoundError` (404) for an
+        unknown device. When this returns, the alarm service has turned the alert into
+        its alarm, stored and broadcast.
+        """
+        if not credential:
+            raise NotAuthenticated("a device credential is required")
+        device = await self.alert_senders.sender(alert.device_id, credential)
+        event = build_alert(
+            alert, device, adapter=adapter, received_time=utcnow(), reference=reference
+        )
+        await self.events.publish(event)
+        return event
 
 
 def validate_batch(data: object) -> ObservationBatchIn:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from app.events import AdapterEvent as AdapterEvent
 from app.events import ConnectionState as ConnectionState
 from app.events import DeviceAlert as DeviceAlert
+from app.events import DeviceAlertKind as DeviceAlertKind
 from app.events import LinkEvent as LinkEvent
 
 log = logging.getLogger(__name__)

@@ -34,6 +34,7 @@ from typing import Any
 import hl7  # type: ignore[import-untyped]
 
 from app.errors import VigilError
+from app.events import DeviceAlertKind
 from app.hl7_text import escape_text
 from monitor.vitals import (
     MDC_NUMBERS,
@@ -191,6 +192,9 @@ class ParsedMessage:
     observations: list[Hl7Observation]
     bed: str | None  # PV1-3 as `bed:<point of care>/<room>/<bed>`
     device_candidates: list[str]  # most specific first: OBX-18, bed, MSH-3, MSH-4
+    # Per OBR group, its filler order number (OBR-3.1, else the placer's, OBR-2.1): in an
+    # ORU^R40 the alert's own id, the same in every update of one alert (IHE PCD-04).
+    order_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,9 @@ class ParsedAlert:
     vital: Vital | None
     value: float | None  # in the vital's canonical unit
     device_time: datetime
+    kind: DeviceAlertKind = DeviceAlertKind.OTHER
+    active: bool = True  # False once the phase is end/stop or the alarm state inactive
+    alert_id: str | None = None  # the OBR group's order id (see `ParsedMessage.order_ids`)
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -291,6 +298,7 @@ def parse_message(text: str, zone: tzinfo = UTC) -> ParsedMessage:
 
     observations: list[Hl7Observation] = []
     equipment: list[str] = []
+    order_ids: list[str] = []
     bed: str | None = None
     group = 0
     group_time: datetime | None = None
@@ -301,6 +309,9 @@ def parse_message(text: str, zone: tzinfo = UTC) -> ParsedMessage:
         elif kind == "OBR":
             group += 1
             group_time = None
+            order_ids.append(
+                _part(reader.shape(segment, 3)).strip() or _part(reader.shape(segment, 2)).strip()
+            )
             for number in (7, 8, 14):  # observation start, end; PIIC puts its time in 14
                 candidate = reader.text(segment, number)
                 if candidate:
@@ -323,6 +334,7 @@ def parse_message(text: str, zone: tzinfo = UTC) -> ParsedMessage:
         observations=observations,
         bed=bed,
         device_candidates=[c for c in dict.fromkeys(candidates) if c],
+        order_ids=tuple(order_ids),
     )
 
 
@@ -591,19 +603,97 @@ def map_vitals(
 
 # --- alerts (ORU^R40, IHE PCD-04) --------------------------------------------------------
 
+# MDC events (partition 3, ISO/IEEE 11073-10101) that mean a cuff cycle ended without a
+# reading: the cuff was wrong, leaked, came loose, over-inflated or did not deflate.
+NIBP_FAILURE_EVENTS: dict[int, str] = {
+    196834: "MDC_EVT_CUFF_INCORRECT",
+    196836: "MDC_EVT_CUFF_LEAK",
+    196838: "MDC_EVT_CUFF_NOT_DEFLATED",
+    196840: "MDC_EVT_CUFF_INFLAT_OVER",
+    196848: "MDC_EVT_CUFF_LOOSE",
+    197038: "MDC_EVT_CUFF_POSN_ERR",
+}
+# A sensor disconnected: the SpO2 probe is off when the alert is about SpO2.
+SENSOR_OFF_EVENTS: dict[int, str] = {196916: "MDC_EVT_SENSOR_DISCONN"}
+_SPO2_CODES = frozenset(code for code, vital in MDC_CODES.items() if vital is Vital.SPO2)
+_NIBP_CODES = frozenset(
+    code
+    for code, vital in MDC_CODES.items()
+    if vital in (Vital.NIBP_SYS, Vital.NIBP_DIA, Vital.NIBP_MEAN)
+)
+# The words monitors use for the same alerts (Philips IntelliVue "NBP MEASURE FAILED",
+# "SpO2 SENSOR OFF"; GE "SPO2 PROBE OFF"; Mindray "NIBP Meas. Failed", "SpO2 No Sensor").
+_NIBP_WORDS = re.compile(r"\b(nibp|nbp|cuff)\b", re.IGNORECASE)  # not IBP: arterial
+_FAILURE_WORDS = re.compile(
+    r"fail|abort|interrupt|unable|cannot|can't|time ?out|leak|loose|over ?press|no result|"
+    r"not deflated|meas\w*\s+err",
+    re.IGNORECASE,
+)
+_SPO2_WORDS = re.compile(r"\b(spo2|sp02|spo₂|sat|pleth|oximet\w*)\b", re.IGNORECASE)
+_PROBE_OFF_WORDS = re.compile(
+    r"\b(probe|sensor|finger)\s*(off|disconn\w*|unplugged|not connected)\b|\bno\s+(sensor|probe)\b",
+    re.IGNORECASE,
+)
+# Limit alarms on a value (MDC_EVT_HI, MDC_EVT_LO_LO, ...): physiological by nature.
+_LIMIT_EVENT = re.compile(r"^MDC_EVT_(HI|LO)(_|$)")
+_LIMIT_EVENT_CODES = frozenset({196648, 196670})  # MDC_EVT_HI, MDC_EVT_LO
+_ENDED_PHASES = frozenset({"end", "stop"})
+# "latched": the device still shows it, but its condition is over.
+_ENDED_STATES = frozenset({"inactive", "latched"})
+
 
 def _is_event(observation: Hl7Observation) -> bool:
     if observation.name.upper().startswith("MDC_EVT_"):
         return True
+    number = _event_number(observation)
+    return number is not None and number // 65536 == _EVENT_PARTITION
+
+
+def _event_number(observation: Hl7Observation) -> int | None:
     number = _mdil_to_mdc(observation.code)
     if number is None and observation.code.isdigit():
         number = int(observation.code)
-    return number is not None and number // 65536 == _EVENT_PARTITION
+    return number
 
 
 def _attribute(message: ParsedMessage, name: str) -> str | None:
     found = next((o for o in message.observations if o.name.upper() == name), None)
     return found.raw_value.strip() or None if found else None
+
+
+def _sub_id_codes(observation: Hl7Observation) -> set[int]:
+    """The MDC codes in a PCD-04 OBX-4 containment id (`1.3.1.150456.1`: the SpO2 metric)."""
+    return {int(part) for part in observation.sub_id.split(".") if part.isdigit()}
+
+
+def classify_alert(
+    event: Hl7Observation, source: str | None, vital: Vital | None
+) -> DeviceAlertKind:
+    """What a device's alert means for Vigil, from its MDC event code, the metric it is
+    about (OBX-4, or the value sent with it) and, for codes without a standard meaning,
+    the device's own words. Physiological and advisory alerts are `other`: Vigil judges
+    the values themselves by the clinic's protocol."""
+    number = _event_number(event)
+    name = event.name.upper()
+    text = event.raw_value
+    about = _sub_id_codes(event)
+    about_spo2 = vital is Vital.SPO2 or bool(about & _SPO2_CODES) or bool(_SPO2_WORDS.search(text))
+    about_nibp = vital in (Vital.NIBP_SYS, Vital.NIBP_DIA, Vital.NIBP_MEAN) or bool(
+        about & _NIBP_CODES
+    )
+    if number in NIBP_FAILURE_EVENTS or name in NIBP_FAILURE_EVENTS.values():
+        return DeviceAlertKind.NIBP_FAILED
+    if (number in SENSOR_OFF_EVENTS or name in SENSOR_OFF_EVENTS.values()) and about_spo2:
+        return DeviceAlertKind.PROBE_OFF
+    if source in ("physiological", "advisory"):
+        return DeviceAlertKind.OTHER
+    if (about_nibp or _NIBP_WORDS.search(text)) and _FAILURE_WORDS.search(text):
+        return DeviceAlertKind.NIBP_FAILED
+    if about_spo2 and _PROBE_OFF_WORDS.search(text):
+        return DeviceAlertKind.PROBE_OFF
+    if source is None and (_LIMIT_EVENT.match(name) or number in _LIMIT_EVENT_CODES):
+        return DeviceAlertKind.OTHER
+    return DeviceAlertKind.EQUIPMENT_FAULT
 
 
 def read_alert(message: ParsedMessage, received_time: datetime) -> ParsedAlert:
@@ -628,17 +718,26 @@ def read_alert(message: ParsedMessage, received_time: datetime) -> ParsedAlert:
             value = None
         vital = candidate
         break
+    source = next((_SOURCES[f] for f in event.abnormal_flags if f in _SOURCES), None)
+    phase = _attribute(message, "MDC_ATTR_EVENT_PHASE")
+    state = _attribute(message, "MDC_ATTR_ALARM_STATE")
+    ended = (phase or "").lower() in _ENDED_PHASES or (state or "").lower() in _ENDED_STATES
+    groups = message.order_ids
+    alert_id = groups[event.group - 1] if 0 < event.group <= len(groups) else ""
     return ParsedAlert(
         code=event.code,
         name=event.name,
         text=event.raw_value.strip(),
         priority=next((_PRIORITIES[f] for f in event.abnormal_flags if f in _PRIORITIES), None),
-        source=next((_SOURCES[f] for f in event.abnormal_flags if f in _SOURCES), None),
-        phase=_attribute(message, "MDC_ATTR_EVENT_PHASE"),
-        state=_attribute(message, "MDC_ATTR_ALARM_STATE"),
+        source=source,
+        phase=phase,
+        state=state,
         vital=vital,
         value=value,
         device_time=event.time or received_time,
+        kind=classify_alert(event, source, vital),
+        active=not ended,
+        alert_id=alert_id or None,
     )
 
 

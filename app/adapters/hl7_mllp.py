@@ -373,9 +373,13 @@ class Hl7Processor:
                 vital=alert.vital.value if alert.vital else None,
                 value=alert.value,
                 message_id=message.header.control_id,
+                kind=alert.kind,
+                active=alert.active,
+                alert_id=alert.alert_id,
             )
         )
-        text = f"alert received: {alert.name or alert.code} {alert.text}".strip()
+        state = "" if alert.active else " (ended)"
+        text = f"alert received: {alert.name or alert.code} {alert.text}{state}; {alert.kind.value}"
         return Outcome("AA", message.header.control_id, text, message.header, device=device)
 
 

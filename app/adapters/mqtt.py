@@ -9,6 +9,9 @@ Topic layout (prefix `vigil/v1` by default, VIGIL_MQTT_TOPIC_PREFIX):
 - `{prefix}/devices/{device_id}/ack`, Vigil → device, QoS 1: the answer HTTP would give,
   `{"ref": ..., "status": 201, "accepted": 4, ...}` or `{"ref": ..., "status": 422,
   "detail": [...], "code": "invalid_request"}`.
+- `{prefix}/devices/{device_id}/alerts`, device → Vigil, QoS 1: one of the device's own
+  alerts, the JSON of `POST /api/v1/alerts` plus `token` (and optional `ref`);
+  `device_id` may be left out. Answered on `ack` like a batch (status 200, or the error).
 - `{prefix}/devices/{device_id}/status`, device → Vigil, retained: `online` when it connects,
   and `offline` as its MQTT last will. Vigil reports both on the adapter event bus; an
   `offline` (or a lost broker) is a lost device link for the alarm engine. Status carries no
@@ -32,6 +35,7 @@ import aiomqtt
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.adapters.alerts import AlertAccepted, validate_alert
 from app.adapters.base import (
     BaseAdapter,
     DeviceRef,
@@ -103,7 +107,7 @@ class MqttAdapter(BaseAdapter):
                 # sent until the broker's delayed ACK (tens of ms), capping at ~50 batches/s.
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             ) as client:
-                for leaf in ("observations", "status"):
+                for leaf in ("observations", "alerts", "status"):
                     await client.subscribe(self.topic("+", leaf), qos=settings.qos)
                 await self.mark_connected(f"subscribed at {settings.host}:{settings.port}")
                 async for message in client.messages:
@@ -125,8 +129,11 @@ class MqttAdapter(BaseAdapter):
         device_id, leaf = parts[-2], parts[-1]
         payload = message.payload if isinstance(message.payload, bytes) else b""
         try:
-            if leaf == "observations":
-                reply = await self._batch(device_id, payload)
+            if leaf in ("observations", "alerts"):
+                if leaf == "observations":
+                    reply = await self._batch(device_id, payload)
+                else:
+                    reply = await self._alert(device_id, payload)
                 await client.publish(
                     self.topic(device_id, "ack"),
                     json.dumps(reply, separators=(",", ":")),
@@ -142,38 +149,31 @@ class MqttAdapter(BaseAdapter):
 
     async def _batch(self, device_id: str, payload: bytes) -> dict[str, Any]:
         try:
-            data = json.loads(payload)
-        except ValueError:
-            return {
-                "ref": None,
-                "status": 400,
-                "detail": "payload is not JSON: publish one batch per message",
-                "code": "invalid_json",
-            }
-        ref = data.pop("ref", None) if isinstance(data, dict) else None
-        # The broker cannot tell Vigil who published: the device's credential rides in the
-        # message, and is checked on every batch.
-        token = data.pop("token", None) if isinstance(data, dict) else None
-        try:
-            if isinstance(data, dict):
-                named = data.setdefault("device_id", device_id)
-                if named != device_id:
-                    raise InvalidRequest(
-                        [
-                            FieldProblem(
-                                ("body", "device_id"),
-                                f"device_id {named!r} differs from the topic's {device_id!r}",
-                            )
-                        ]
-                    )
-            stored = await self.context.submit_with_credential(
-                token if isinstance(token, str) else None, validate_batch(data)
-            )
+            ref, token, data = _unwrap(device_id, payload)
+            stored = await self.context.submit_with_credential(token, validate_batch(data))
+        except _NotJson as exc:
+            return exc.reply("publish one batch per message")
         except VigilError as exc:
-            return {"ref": ref, **error_reply(exc)}
+            return {"ref": _ref_of(payload), **error_reply(exc)}
         device = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)
         await self._seen(device)
         return {"ref": ref, **accepted_reply(stored)}
+
+    async def _alert(self, device_id: str, payload: bytes) -> dict[str, Any]:
+        try:
+            ref, token, data = _unwrap(device_id, payload)
+            alert = await self.context.submit_alert(
+                validate_alert(data),
+                credential=token,
+                adapter=self.name,
+                reference="" if ref is None else str(ref),
+            )
+        except _NotJson as exc:
+            return exc.reply("publish one alert per message")
+        except VigilError as exc:
+            return {"ref": _ref_of(payload), **error_reply(exc)}
+        await self._seen(DeviceRef(alert.device_identifier, alert.chair_id, alert.site_id))
+        return {"ref": ref, "status": 200, **AlertAccepted.of(alert).model_dump(mode="json")}
 
     async def _status(self, device_id: str, payload: bytes) -> None:
         state = payload.decode("utf-8", "replace").strip().lower()
@@ -195,3 +195,50 @@ class MqttAdapter(BaseAdapter):
         if force or self._devices.get(device.identifier) != device:
             self._devices[device.identifier] = device
             await self.publish_link(ConnectionState.CONNECTED, device)
+
+
+class _NotJson(Exception):
+    def reply(self, hint: str) -> dict[str, Any]:
+        return {
+            "ref": None,
+            "status": 400,
+            "detail": f"payload is not JSON: {hint}",
+            "code": "invalid_json",
+        }
+
+
+def _unwrap(device_id: str, payload: bytes) -> tuple[Any, str | None, Any]:
+    """(ref, token, body) of a device's JSON message on its topic.
+
+    The broker cannot tell Vigil who published: the device's credential rides in the
+    message (`token`), and is checked on every message. `device_id` may be left out (the
+    topic names it) and must match the topic's if given.
+    """
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise _NotJson() from None
+    if not isinstance(data, dict):
+        return None, None, data
+    ref = data.pop("ref", None)
+    token = data.pop("token", None)
+    named = data.setdefault("device_id", device_id)
+    if named != device_id:
+        raise InvalidRequest(
+            [
+                FieldProblem(
+                    ("body", "device_id"),
+                    f"device_id {named!r} differs from the topic's {device_id!r}",
+                )
+            ]
+        )
+    return ref, token if isinstance(token, str) else None, data
+
+
+def _ref_of(payload: bytes) -> Any:
+    """The `ref` of a message that was refused, to answer with (None if it has none)."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    return data.get("ref") if isinstance(data, dict) else None

@@ -9,6 +9,7 @@ from importlib.metadata import EntryPoint
 
 from pydantic import BaseModel
 
+from app.adapters.alerts import DatabaseAlertSenders
 from app.adapters.base import Adapter, AdapterContext, IngestAuthoriser, IngestSink
 from app.adapters.discovery import LoadFailure, load_adapters
 from app.adapters.events import ConnectionState, EventBus
@@ -97,7 +98,10 @@ def build_runtime(
     settings = settings or AdapterSettings()
     adapters, failures = load_adapters(settings.adapters, installed)
     context = AdapterContext(
-        ingest=ingest, devices=DatabaseDeviceDirectory(db), credentials=credentials
+        ingest=ingest,
+        devices=DatabaseDeviceDirectory(db),
+        credentials=credentials,
+        alert_senders=DatabaseAlertSenders(db),
     )
     return AdapterRuntime(
         adapters,

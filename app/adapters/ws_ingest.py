@@ -10,6 +10,12 @@ Every batch gets one answer, in order:
      "chair_id": 1, "session_id": 7, "received_time": "..."}
     {"type": "error", "ref": 7, "status": 422, "detail": [...], "code": "invalid_request"}
 
+A device's own alert goes on the same connection as a message of type `alert`, the
+JSON of `POST /api/v1/alerts` plus `"type": "alert"` and an optional `ref`:
+
+    {"type": "alert_accepted", "ref": 8, "status": 200, "device_id": "...",
+     "kind": "probe_off", "active": true, "chair_id": 1, "received_time": "..."}
+
 A bad batch never closes the connection. When the connection ends, each device that
 sent on it is reported disconnected on the adapter event bus (technical alarm).
 """
@@ -22,6 +28,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from app.adapters.alerts import AlertAccepted, validate_alert
 from app.adapters.base import (
     AdapterContext,
     DeviceRef,
@@ -30,7 +37,7 @@ from app.adapters.base import (
     validate_batch,
 )
 from app.adapters.events import ConnectionState, LinkEvent
-from app.errors import NotAuthenticated, VigilError
+from app.errors import FieldProblem, InvalidRequest, NotAuthenticated, VigilError
 from app.timeutil import utcnow
 
 ADAPTER_NAME = "websocket"
@@ -99,11 +106,35 @@ async def _handle(
             "code": "invalid_json",
         }
     ref = data.pop("ref", None) if isinstance(data, dict) else None
+    kind = data.pop("type", "observations") if isinstance(data, dict) else "observations"
     try:
-        stored = await context.submit_with_credential(token, validate_batch(data))
+        if kind == "alert":
+            alert = await context.submit_alert(
+                validate_alert(data),
+                credential=token,
+                adapter=ADAPTER_NAME,
+                reference="" if ref is None else str(ref),
+            )
+            device = DeviceRef(alert.device_identifier, alert.chair_id, alert.site_id)
+            reply = {"type": "alert_accepted", "ref": ref, "status": 200}
+            reply |= AlertAccepted.of(alert).model_dump(mode="json")
+        elif kind == "observations":
+            stored = await context.submit_with_credential(token, validate_batch(data))
+            device = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)
+            reply = {"type": "accepted", "ref": ref, **accepted_reply(stored)}
+        else:
+            raise InvalidRequest(
+                [FieldProblem(("body", "type"), f"unknown type {kind!r}: observations or alert")]
+            )
     except VigilError as exc:
         return {"type": "error", "ref": ref, **error_reply(exc)}
-    device = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)
+    await _seen(context, device, devices, peer)
+    return reply
+
+
+async def _seen(
+    context: AdapterContext, device: DeviceRef, devices: dict[str, DeviceRef], peer: str | None
+) -> None:
     if devices.get(device.identifier) != device:
         # First batch from this device here, or its binding changed: say where it now is.
         devices[device.identifier] = device
@@ -118,4 +149,3 @@ async def _handle(
                 peer,
             )
         )
-    return {"type": "accepted", "ref": ref, **accepted_reply(stored)}

@@ -18,6 +18,8 @@ from pathlib import Path
 from fastapi import Request
 
 from app.alarms import repository
+from app.alarms.device_alerts import DeviceAlertMapper
+from app.alarms.nibp import NibpSchedule, nibp_schedule, open_session_intervals
 from app.alarms.schemas import LimitOverrideOut
 from app.errors import FieldProblem, InvalidRequest, NotFoundError
 from app.events import (
@@ -25,6 +27,7 @@ from app.events import (
     AlarmOut,
     AlarmPublished,
     ConnectionState,
+    DeviceAlert,
     Fanout,
     LinkEvent,
     StoredBatch,
@@ -57,6 +60,7 @@ class AlarmService:
         self._ticker: asyncio.Task[None] | None = None
         # Baselines the engine derives are not in its alarm records: keep them ourselves.
         self._baselines: dict[tuple[str, Vital], float | None] = {}
+        self._device_alerts = DeviceAlertMapper()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -166,6 +170,32 @@ class AlarmService:
                 key, event.device_identifier, connected=connected, time=event.at.timestamp()
             )
         )
+
+    async def on_device_alert(self, event: AdapterEvent) -> None:
+        """A device's own alert (NIBP cycle failed, SpO2 probe off, an equipment fault):
+        the documented technical alarm on its chair's open session, stored and broadcast
+        before the door that brought it answers (docs/ALARMS.md, "From the wire")."""
+        if not isinstance(event, DeviceAlert) or event.chair_id is None:
+            return
+        key = next((k for k, (chair, _) in self._where.items() if chair == event.chair_id), None)
+        if key is None:
+            return  # an empty chair: nobody to alarm about
+        await self._commit(self._device_alerts.transitions(self.engine, key, event))
+
+    async def set_nibp_interval(self, session_id: int, seconds: float | None) -> NibpSchedule:
+        """The session's NIBP interval, in force at once (None: the phase's default); the
+        caller has stored it. Returns what now applies, with the NIBP-stale wait."""
+        if not await self._ensure_watched(session_id):
+            raise NotFoundError(f"no open session {session_id}")
+        key = str(session_id)
+        self.engine.set_nibp_interval(key, seconds)
+        return nibp_schedule(self.engine.protocol, self.engine.phase(key), seconds)
+
+    async def restore_nibp_intervals(self) -> None:
+        """After `start`: give the engine the NIBP interval stored for each open session."""
+        for session_id, seconds in await self._db.run(open_session_intervals):
+            if str(session_id) in self._where:
+                self.engine.set_nibp_interval(str(session_id), seconds)
 
     # --- people's actions -----------------------------------------------------------------
 

@@ -43,6 +43,7 @@ def _session(session: SessionView | None) -> dict[str, Any] | None:
         "infusion_started_at": iso(session.infusion_started_at)
         if session.infusion_started_at
         else None,
+        "nibp_interval_s": session.nibp_interval_s,
     }
 
 

@@ -59,6 +59,7 @@ def load_site_view(session: Session, site_id: int) -> SiteView | None:
             initials,
             infusion_session.started_at,
             infusion_start,
+            infusion_session.nibp_interval_s,
         )
     for alarm in session.scalars(
         select(Alarm)

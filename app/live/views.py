@@ -26,6 +26,7 @@ class SessionView:
     patient_initials: str
     started_at: datetime
     infusion_started_at: datetime | None
+    nibp_interval_s: float | None = None  # the session's own; None: the phase's default
 
 
 @dataclass(slots=True)

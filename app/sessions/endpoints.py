@@ -12,7 +12,15 @@ from app.errors import Forbidden
 from app.live.service import LiveService, get_live
 from app.params import ChairId, PatientId, SessionId
 from app.sessions import repository as session_repository
-from app.sessions.schemas import EventIn, PatientOut, PatientPatch, SessionOut, SessionStart
+from app.sessions.schemas import (
+    EventIn,
+    NibpIntervalIn,
+    NibpIntervalOut,
+    PatientOut,
+    PatientPatch,
+    SessionOut,
+    SessionStart,
+)
 from app.sessions.service import SessionService, get_session_service
 from app.storage.db import Database
 
@@ -114,3 +122,39 @@ async def change_patient(
     for site_id in changed.open_sites:
         await live.reload_site(site_id)
     return changed.patient
+
+
+@router.put(
+    "/sessions/{session_id}/nibp-interval",
+    response_model=NibpIntervalOut,
+    responses={
+        404: {"description": "Unknown session."},
+        409: {"description": "The session was discharged."},
+        422: {"description": "`seconds` is not one of the cuff intervals."},
+    },
+)
+async def set_nibp_interval(
+    session_id: SessionId,
+    body: NibpIntervalIn,
+    who: NurseOnSession,
+    sessions: Sessions,
+    request: Request,
+) -> NibpIntervalOut:
+    """Set the NIBP interval the session's monitor cycles at. It takes effect at once: the
+    NIBP-stale alarm waits this interval plus its grace, and every screen's "next cuff"
+    countdown follows it. Kept across a restart; audited with the old and new value."""
+    previous, schedule = await sessions.set_nibp_interval(session_id, body.seconds)
+    await record_act(
+        request,
+        who,
+        "nibp_interval_set",
+        target_type="session",
+        target_id=session_id,
+        detail={"old_s": previous, "new_s": body.seconds},
+    )
+    return NibpIntervalOut(
+        session_id=session_id,
+        nibp_interval_s=schedule.setting_s,
+        interval_s=schedule.interval_s,
+        stale_after_s=schedule.stale_after_s,
+    )

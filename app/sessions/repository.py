@@ -67,6 +67,7 @@ def session_out(session: Session, session_id: int) -> SessionOut:
         phase=found.phase,
         started_at=found.started_at,
         ended_at=found.ended_at,
+        nibp_interval_s=found.nibp_interval_s,
         events=[
             EventOut(
                 id=e.id,

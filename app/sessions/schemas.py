@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.alarms.nibp import ALLOWED_NIBP_INTERVALS_S
 from app.params import Moment
 from app.storage.models import EventKind
 from monitor.protocol import Phase
@@ -82,3 +83,39 @@ class SessionOut(BaseModel):
     started_at: datetime
     ended_at: datetime | None
     events: list[EventOut]
+    nibp_interval_s: float | None = Field(
+        default=None,
+        description="The monitor's NIBP interval set for this session, in seconds (0: no "
+        "schedule); null: the protocol's interval for the phase.",
+    )
+
+
+class NibpIntervalIn(BaseModel):
+    """The NIBP auto interval the session's monitor is set to."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    seconds: float | None = Field(
+        description="60, 120, 180, 300, 600, 900, 1800 or 3600 (the cuff intervals a "
+        "monitor offers); 0: no schedule (manual readings only, no NIBP-stale alarm); "
+        "null: back to the protocol's interval for the phase.",
+        examples=[300],
+    )
+
+    @field_validator("seconds")
+    @classmethod
+    def _a_cuff_interval(cls, seconds: float | None) -> float | None:
+        if seconds is not None and seconds not in ALLOWED_NIBP_INTERVALS_S:
+            allowed = ", ".join(f"{s:g}" for s in ALLOWED_NIBP_INTERVALS_S)
+            raise ValueError(f"{seconds:g} s is not a cuff interval; one of {allowed}, or null")
+        return seconds
+
+
+class NibpIntervalOut(BaseModel):
+    session_id: int
+    nibp_interval_s: float | None = Field(description="The session's own setting; null: none.")
+    interval_s: float = Field(description="The interval in effect now (0: no schedule).")
+    stale_after_s: float | None = Field(
+        description="How long without a valid reading raises NIBP stale (interval + grace); "
+        "null: never, in this phase or with no schedule."
+    )

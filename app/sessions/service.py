@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.alarms.nibp import NibpSchedule
 from app.alarms.service import AlarmService
 from app.live.service import LiveService
 from app.live.views import SessionView
 from app.sessions import repository
+from app.sessions.nibp import store_nibp_interval
 from app.sessions.schemas import EventIn, SessionOut, SessionStart
 from app.storage.db import Database
 from app.storage.models import EventKind, SessionPhase
 from app.timeutil import utcnow
 from monitor.protocol import Phase
+
+# The `event` of the screens' session delta when a session's NIBP interval changed.
+NIBP_INTERVAL_EVENT = "nibp_interval"
 
 
 def live_session(out: SessionOut) -> SessionView | None:
@@ -26,6 +31,7 @@ def live_session(out: SessionOut) -> SessionView | None:
         out.patient_initials,
         out.started_at,
         max(infusion_starts) if infusion_starts else None,
+        out.nibp_interval_s,
     )
 
 
@@ -74,6 +80,19 @@ class SessionService:
 
     async def get(self, session_id: int) -> SessionOut:
         return await self._db.read(repository.session_out, session_id)
+
+    async def set_nibp_interval(
+        self, session_id: int, seconds: float | None
+    ) -> tuple[float | None, NibpSchedule]:
+        """Store the session's NIBP interval, put it in force in the alarm engine, show it on
+        every screen of the site; returns the previous setting and what now applies."""
+        previous = await self._db.run(store_nibp_interval, session_id, seconds)
+        schedule = await self._alarms.set_nibp_interval(session_id, seconds)
+        out = await self.get(session_id)
+        await self._live.session_changed(
+            out.site_id, out.chair_id, live_session(out), NIBP_INTERVAL_EVENT
+        )
+        return previous, schedule
 
 
 async def get_session_service(request: Request) -> SessionService:

@@ -134,6 +134,9 @@ class InfusionSession(Base):
     phase: Mapped[SessionPhase] = mapped_column(_str_enum(SessionPhase))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The monitor's NIBP auto interval for this session, in seconds (0: no schedule);
+    # NULL: the protocol's interval for the phase (PUT /api/v1/sessions/{id}/nibp-interval).
+    nibp_interval_s: Mapped[float | None] = mapped_column(Float)
 
     chair: Mapped[Chair] = relationship()
     patient: Mapped[Patient] = relationship()

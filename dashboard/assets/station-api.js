@@ -33,17 +33,20 @@
     });
   }
 
-  window.vigilPost = function (url, body) {
+  function send(method, url, body) {
     var headers = { "Content-Type": "application/json" };
     var csrf = cookie("vigil_csrf");
     if (csrf) headers["X-CSRF-Token"] = csrf;
     return fetch(url, {
-      method: "POST",
+      method: method,
       credentials: "same-origin",
       headers: headers,
       body: JSON.stringify(body || {}),
     }).then(answer);
-  };
+  }
+
+  window.vigilPost = function (url, body) { return send("POST", url, body); };
+  window.vigilPut = function (url, body) { return send("PUT", url, body); };
 
   window.vigilGet = function (url) {
     return fetch(url, { credentials: "same-origin" }).then(answer);

@@ -179,6 +179,69 @@
     if (node) node.textContent = text;
   }
 
+  // --- The session's NIBP interval: shown as it stands, changed only after a confirmation.
+
+  function minutes(seconds) {
+    return seconds > 0 ? seconds / 60 + " min" : "none (manual readings only)";
+  }
+
+  function nibpIntervalLabel(value) {
+    var select = document.getElementById("nibp-interval-select");
+    for (var i = 0; select && i < select.options.length; i++) {
+      if (select.options[i].value === value) return select.options[i].textContent;
+    }
+    return value;
+  }
+
+  function showNibpInterval(session) {
+    var select = document.getElementById("nibp-interval-select");
+    if (!select || !session || view.nibpConfirming) return;
+    // The default's label says what the phase's default is.
+    var station = window.vigilLive && window.vigilLive.station ? window.vigilLive.station : null;
+    var phaseDefault = station && station.nibp_interval_s ? station.nibp_interval_s[session.phase] : undefined;
+    select.options[0].textContent = "protocol default" +
+      (phaseDefault !== undefined ? " (" + minutes(phaseDefault) + ")" : "");
+    var own = session.nibp_interval_s;
+    select.value = own === null || own === undefined ? "default" : String(own);
+    select.dataset.current = select.value;
+  }
+
+  function askNibpInterval() {
+    var select = document.getElementById("nibp-interval-select");
+    if (select.value === select.dataset.current) {
+      return setText("nibp-interval-result", "already " + nibpIntervalLabel(select.value));
+    }
+    view.nibpConfirming = true;
+    setText("nibp-interval-result", "");
+    var chair = window.vigilLive.chairState(view.chairId);
+    setText("nibp-interval-question", "NIBP every " + nibpIntervalLabel(select.value) + " for " +
+      (chair ? chair.name : "this chair") + "? Set the monitor to the same.");
+    document.getElementById("nibp-interval-confirm").hidden = false;
+  }
+
+  function endNibpQuestion() {
+    view.nibpConfirming = false;
+    document.getElementById("nibp-interval-confirm").hidden = true;
+  }
+
+  function setNibpInterval() {
+    var select = document.getElementById("nibp-interval-select");
+    var value = select.value;
+    var seconds = value === "default" ? null : parseFloat(value);
+    var sessionId = view.sessionId;
+    endNibpQuestion();
+    setText("nibp-interval-result", "setting…");
+    window.vigilPut("/api/v1/sessions/" + sessionId + "/nibp-interval", { seconds: seconds }).then(function () {
+      if (view.sessionId !== sessionId) return;
+      select.dataset.current = value;
+      setText("nibp-interval-result", "set: " + nibpIntervalLabel(value));
+    }).catch(function (error) {
+      setText("nibp-interval-result", "not set: " + error.message);
+      var chair = window.vigilLive.chairState(view.chairId);
+      if (chair) showNibpInterval(chair.session);
+    });
+  }
+
   view.open = function (chairId) {
     var chair = window.vigilLive.chairState(chairId);
     if (!chair || !chair.session) return;
@@ -191,6 +254,9 @@
     setText("chair-view-title", chair.name + " · " + chair.session.patient_initials);
     setText("chair-view-phase", chair.session.phase.replace("_", " "));
     setText("event-result", "");
+    setText("nibp-interval-result", "");
+    endNibpQuestion();
+    showNibpInterval(chair.session);
     load();
   };
 
@@ -230,6 +296,7 @@
     if (msg.chair_id !== view.chairId) return;
     if (!msg.session || msg.session.session_id !== view.sessionId) return view.close();
     setText("chair-view-phase", msg.session.phase.replace("_", " "));
+    showNibpInterval(msg.session);
     if (!view.loading) load();
   };
 
@@ -262,7 +329,16 @@
 
   document.addEventListener("click", function (event) {
     if (event.target.closest("#chair-view-close")) return view.close();
-    var preset = event.target.closest(".event-preset");
+    if (view.sessionId !== null) {
+      if (event.target.closest("#nibp-interval-set")) return askNibpInterval();
+      if (event.target.closest("#nibp-interval-yes")) return setNibpInterval();
+      if (event.target.closest("#nibp-interval-no")) {
+        endNibpQuestion();
+        var chair = window.vigilLive.chairState(view.chairId);
+        return showNibpInterval(chair ? chair.session : null);
+      }
+    }
+    var preset = event.target.closest(".event-preset[data-kind]");
     if (preset && view.sessionId !== null) recordEvent(preset);
   });
   document.addEventListener("keydown", function (event) {

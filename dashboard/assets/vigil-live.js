@@ -403,10 +403,16 @@
     else if (session && !heard) linkText = "no data from the monitor yet";
     setText(tile.querySelector(".tile-link"), linkText);
 
-    // Next cuff: the phase's interval after the last reading.
+    // Next cuff: the session's NIBP interval (set in the chair view; 0: no schedule), else
+    // the phase's, after the last reading.
     var next = "";
     var nibp = chair.vitals.nibp_sys;
-    var interval = session ? link.station.nibp_interval_s[session.phase] || 0 : 0;
+    var interval = 0;
+    if (session && session.nibp_interval_s !== null && session.nibp_interval_s !== undefined) {
+      interval = session.nibp_interval_s;
+    } else if (session) {
+      interval = link.station.nibp_interval_s[session.phase] || 0;
+    }
     if (nibp && interval > 0) {
       var due = (Date.parse(nibp.received_time) + interval * 1000 - now) / 1000;
       next = due >= 0 ? "next " + formatClock(due) : "overdue " + formatClock(-due);
