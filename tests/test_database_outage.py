@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, select
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from app.auth.tokens import USER_TOKEN_PREFIX
 from app.main import create_app
 from app.settings import Settings
 from app.storage.models import Sample
@@ -274,6 +275,39 @@ def test_an_outage_under_load_loses_nothing_and_stores_nothing_twice(
         if r.levelno >= logging.ERROR or r.exc_info
     ]
     assert loud == []
+
+
+def test_a_screen_that_connects_during_an_outage_is_told_and_served_when_it_returns(
+    outage_clinic: Clinic, running_scratch_postgres: ScratchPostgres, tmp_path: Path
+) -> None:
+    cluster = running_scratch_postgres
+    server = LiveServer(create_app(Settings(database_url=outage_clinic.url, data_dir=tmp_path)))
+    server.start()
+    try:
+        cluster.stop("fast")
+        url = f"{server.ws_url}/ws/sites/{outage_clinic.site_id}"
+        forged = {"Authorization": f"Bearer {USER_TOKEN_PREFIX}forged"}
+        with (
+            connect(url, additional_headers=outage_clinic.auth()) as ws,
+            connect(url, additional_headers=forged) as stranger,
+        ):
+            # Neither credential can be checked yet: both are told why, and sent nothing else.
+            for socket in (ws, stranger):
+                first = json.loads(socket.recv(timeout=10))
+                assert (first["type"], first["database"]) == ("status", "unreachable")
+                with pytest.raises(TimeoutError):
+                    socket.recv(timeout=0.5)
+            cluster.start()
+            snapshot = json.loads(ws.recv(timeout=15))
+            assert snapshot["type"] == "snapshot"
+            assert len(snapshot["chairs"]) == DEVICES
+            # Once it can be checked, the forged one is refused, having seen no data.
+            with pytest.raises(ConnectionClosed) as closed:
+                stranger.recv(timeout=15)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4401
+    finally:
+        server.stop()
 
 
 @pytest.mark.browser
