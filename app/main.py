@@ -7,6 +7,7 @@ the dashboard.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
         """Liveness and database reachability, for load balancers and the IT person."""
+        started = time.monotonic()
         try:
             await db.run(lambda session: session.execute(text("SELECT 1")))
         except Exception as exc:  # any database failure means "not healthy", and says why
@@ -127,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 status_code=503,
                 headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
             )
-        health.report_success()
+        health.report_success(started)
         body: dict[str, Any] = {"status": "ok", "database": db.engine.dialect.name}
         body["version"] = __version__
         return JSONResponse(body)

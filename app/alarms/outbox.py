@@ -26,6 +26,7 @@ import enum
 import json
 import logging
 import os
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -160,6 +161,7 @@ class AlarmOutbox:
                 await self._wake.wait()
                 continue
             group = [self._queue[i] for i in range(min(MAX_GROUP, len(self._queue)))]
+            started = time.monotonic()
             try:
                 await self._store([w.write for w in group])
             except Exception as exc:
@@ -180,7 +182,7 @@ class AlarmOutbox:
             if self.failing:
                 self.failing = False
             if self._health is not None:
-                self._health.report_success()
+                self._health.report_success(started)
             if self._journal_open and not self._queue:
                 self._close_journal()
             for waiting in group:

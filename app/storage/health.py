@@ -57,8 +57,11 @@ class DatabaseHealth:
             )
             self._set(Reachability.UNREACHABLE)
 
-    def report_success(self) -> None:
-        if self.state is Reachability.UNREACHABLE:
+    def report_success(self, started: float) -> None:
+        """A call that began at `started` (`time.monotonic()`) reached the database. One
+        that began before the outage was seen says nothing about now: its answer may come
+        back after a later call's failure (they run on several threads)."""
+        if self.state is Reachability.UNREACHABLE and started > self._since:
             log.warning("database reachable again after %.1f s", time.monotonic() - self._since)
             self._set(Reachability.OK)
 
@@ -82,6 +85,7 @@ class DatabaseHealth:
 
     async def probe(self) -> bool:
         """Ask the database once; report and return what was found."""
+        started = time.monotonic()
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 await self._db.run(_select_one)
@@ -94,7 +98,7 @@ class DatabaseHealth:
                 raise
             self.report_failure(exc)
             return False
-        self.report_success()
+        self.report_success(started)
         return True
 
     async def _probe_forever(self) -> None:
