@@ -283,10 +283,23 @@ def test_a_screen_that_connects_during_an_outage_is_told_and_served_when_it_retu
     cluster = running_scratch_postgres
     server = LiveServer(create_app(Settings(database_url=outage_clinic.url, data_dir=tmp_path)))
     server.start()
+    url = f"{server.ws_url}/ws/sites/{outage_clinic.site_id}"
+    forged = {"Authorization": f"Bearer {USER_TOKEN_PREFIX}forged"}
     try:
-        cluster.stop("fast")
-        url = f"{server.ws_url}/ws/sites/{outage_clinic.site_id}"
-        forged = {"Authorization": f"Bearer {USER_TOKEN_PREFIX}forged"}
+        with connect(url, additional_headers=outage_clinic.auth()) as before:
+            assert json.loads(before.recv(timeout=10))["type"] == "snapshot"
+            cluster.stop("fast")
+            status = json.loads(before.recv(timeout=10))
+            assert (status["type"], status["database"]) == ("status", "unreachable")
+            # A screen that asks for a fresh snapshot meanwhile gets the one in memory.
+            before.send(json.dumps({"type": "resync"}))
+            answers: list[dict[str, Any]] = []
+            while not answers or answers[-1]["type"] != "snapshot":
+                answer = json.loads(before.recv(timeout=10))
+                if answer["type"] != "heartbeat":
+                    answers.append(answer)
+            assert [m["type"] for m in answers] == ["resync", "snapshot"]
+            assert len(answers[1]["chairs"]) == DEVICES
         with (
             connect(url, additional_headers=outage_clinic.auth()) as ws,
             connect(url, additional_headers=forged) as stranger,
