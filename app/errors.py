@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+
+# What a refused client is told to wait when the database cannot be reached: long enough
+# not to hammer it while it restarts, short enough that a device's backlog drains soon after.
+DATABASE_RETRY_AFTER_S = 2
 
 
 class VigilError(Exception):
@@ -66,6 +71,51 @@ class TooManyRequests(VigilError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class DependencyUnavailable(VigilError):
+    """Something Vigil needs (its database) cannot be reached just now: try again later."""
+
+    status_code = 503
+    code = "dependency_unavailable"
+
+    def __init__(
+        self, dependency: str, message: str, retry_after_s: int = DATABASE_RETRY_AFTER_S
+    ) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.retry_after_s = retry_after_s
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "dependency": self.dependency}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+DATABASE_UNREACHABLE = "Vigil cannot reach its database; nothing was stored. Try again shortly."
+
+# PEP 249 names the errors "related to the database's operation and not necessarily under
+# the control of the programmer" (connection refused or lost, server shutting down)
+# OperationalError, and errors of the driver's own interface InterfaceError. Every driver
+# has both under these names; SQLAlchemy wraps them under the same names.
+_UNREACHABLE_NAMES = frozenset({"OperationalError", "InterfaceError"})
+# ...but SQLite reports some mistakes in a statement or schema as OperationalError too.
+# Those are bugs, not an outage: they stay 500s (and would never "come back").
+_SQLITE_STATEMENT_ERRORS = ("no such table", "no such column", "syntax error", "has no column")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or used, rather than that a
+    statement was wrong: raw from a driver or wrapped by SQLAlchemy."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if not any(cls.__name__ in _UNREACHABLE_NAMES for cls in type(exc).__mro__):
+        return False
+    text = str(exc).lower()
+    return not any(mistake in text for mistake in _SQLITE_STATEMENT_ERRORS)
+
+
 @dataclass(frozen=True)
 class FieldProblem:
     """One thing wrong with a request, located the way FastAPI locates its own 422s."""
@@ -92,7 +142,22 @@ class InvalidRequest(VigilError):
         }
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI,
+    *,
+    driver_error: type[Exception] | None = None,
+    on_database_unreachable: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Map Vigil's errors, FastAPI's 422s and database outages to answers.
+
+    `driver_error` is the database driver's own base error (`sqlite3.Error`,
+    `psycopg.Error`): code that talks to the driver directly (the sample writer) raises it
+    unwrapped. A database that cannot be reached is a 503 with `Retry-After` and a JSON body
+    naming the dependency, reported to `on_database_unreachable` (which logs once per
+    change of state) instead of a traceback per request; any other database error is
+    re-raised and stays the 500 it was.
+    """
+
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VigilError)
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
@@ -106,5 +171,17 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse(InvalidRequest(problems).body(), status_code=422)
 
+    async def handle_database(_: Request, exc: Exception) -> JSONResponse:
+        if not database_unreachable(exc):
+            raise exc
+        if on_database_unreachable is not None:
+            on_database_unreachable(exc)
+        refused = DependencyUnavailable("database", DATABASE_UNREACHABLE)
+        return JSONResponse(refused.body(), status_code=503, headers=refused.headers())
+
     app.add_exception_handler(VigilError, handle)
     app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(sa_exc.DBAPIError, handle_database)
+    app.add_exception_handler(sa_exc.TimeoutError, handle_database)
+    if driver_error is not None:
+        app.add_exception_handler(driver_error, handle_database)

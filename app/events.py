@@ -103,7 +103,7 @@ class AlarmOut(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class AlarmPublished:
-    """An alarm transition, stored, as it goes to the site's screens."""
+    """An alarm transition as it goes to the site's screens."""
 
     site_id: int
     event: TransitionEvent
@@ -111,6 +111,21 @@ class AlarmPublished:
     alarm: AlarmOut
     # Set for an audio pause: when it ends, so every screen counts down to the same moment.
     audio_paused_until: datetime | None = None
+    # False: shown at once, still on its way to the database (the alarm outbox); an
+    # `AlarmStored` follows when it is written.
+    stored: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmStored:
+    """A transition published as not yet stored is now in the database."""
+
+    site_id: int
+    chair_id: int
+    session_id: int
+    alarm_id: str
+    event: TransitionEvent
+    at: datetime
 
 
 # --- device links (reported by adapters) --------------------------------------------------

@@ -7,6 +7,7 @@ the dashboard.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from app.auth.endpoints import router as auth_router
 from app.auth.service import AuthService
 from app.auth.web import router as sign_in_router
 from app.devices.endpoints import router as devices_router
-from app.errors import install_error_handlers
+from app.errors import DATABASE_RETRY_AFTER_S, database_unreachable, install_error_handlers
 from app.exports.endpoints import router as exports_router
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.service import IngestService
@@ -47,6 +48,7 @@ from app.settings import Settings
 from app.sites.directory import DatabaseSiteDirectory
 from app.sites.endpoints import router as sites_router
 from app.storage.db import Database
+from app.storage.health import DatabaseHealth
 from app.trends.endpoints import router as trends_router
 from contracts.directory import SiteDirectory
 from contracts.review import ReviewSource
@@ -57,9 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_log_filters()
     db = Database(settings.resolved_database_url)
 
+    health = DatabaseHealth(db)
     protocol = load_clinic_protocol(settings.protocol_file)
     live = LiveService(db, Hub(settings.client_queue_size), protocol)
-    alarms = AlarmService(db, protocol)
+    alarms = AlarmService(db, protocol, data_dir=settings.data_dir, health=health)
     alarms.published.subscribe(live.publish_alarm)
     ingest = IngestService(db, settings)
     # In this order: the screens get a batch's samples, then the alarm engine evaluates it.
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await alarms.start()
         await alarms.restore_nibp_intervals()
+        health.start()
         try:
             # Adapters start once alarms are restored, and stop while the database is open.
             await adapters.start()
@@ -82,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 await adapters.stop()
         finally:
+            await health.stop()
             await alarms.stop()
             db.close()
 
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.database_health = health
     app.state.live = live
     app.state.alarms = alarms
     app.state.ingest = ingest
@@ -104,7 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = auth
     app.state.adapters = adapters
 
-    install_error_handlers(app)
+    install_error_handlers(
+        app,
+        driver_error=db.engine.dialect.loaded_dbapi.Error,
+        on_database_unreachable=health.report_failure,
+    )
     # Outermost: every request, the nurse station's included, gets an id for its log lines.
     app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
     authenticate_before_validation(app)
@@ -116,12 +126,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
         """Liveness and database reachability, for load balancers and the IT person."""
+        started = time.monotonic()
         try:
             await db.run(lambda session: session.execute(text("SELECT 1")))
         except Exception as exc:  # any database failure means "not healthy", and says why
+            if database_unreachable(exc):
+                health.report_failure(exc)
             return JSONResponse(
-                {"status": "unavailable", "database": type(exc).__name__}, status_code=503
+                {"status": "unavailable", "database": type(exc).__name__},
+                status_code=503,
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
             )
+        health.report_success(started)
         body: dict[str, Any] = {"status": "ok", "database": db.engine.dialect.name}
         body["version"] = __version__
         return JSONResponse(body)

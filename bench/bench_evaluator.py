@@ -14,12 +14,36 @@ fresh engines and the best run is reported, since the machine may be shared.
 
     .venv/bin/python bench/bench_evaluator.py
     .venv/bin/python bench/bench_evaluator.py --sizes 10 100 --seconds 20
+
+``--server-pattern`` measures instead the calls the server really makes (issue 14 point 6),
+at ``--chairs`` (30, 300 and 3,000 by default), numpy beside the reference on the same calls:
+
+* each chair posts its second's samples once a second, chair *i* at *i/N* into the second
+  (real monitors are not synchronised; bench_ingest.py staggers them the same way), and
+  its samples are placed at that moment, as the server places a batch at its receipt;
+* **per post**: one engine call per post (one session, ~4 samples): what the server did
+  until issue 14;
+* **per writer group**: what it does now. The alarm service evaluates, once per loop turn,
+  every batch committed since the last turn; batches that arrive while a commit is under
+  way are committed together, so a call holds the posts of one commit window of
+  ``--commit-ms`` (default 1.1 ms, the writer's time per post measured on the test
+  machine, docs/PERFORMANCE.md), at least one post;
+* **per tick**: the whole clinic's second in one call, the shape of the table above and
+  the engine's best case.
+
+Every shape also ticks the engine once a second. Only `engine.ingest` and `engine.tick` are
+timed; the figures are CPU per second of clinic time (how much of one core alarm evaluation
+takes) and µs per call.
+
+    .venv/bin/python bench/bench_evaluator.py --server-pattern
+    .venv/bin/python bench/bench_evaluator.py --server-pattern --chairs 30 --seconds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import os
 import platform
 import time
@@ -170,6 +194,127 @@ def machine() -> str:
     )
 
 
+# --- the server's call pattern --------------------------------------------------------------
+
+Shape = Literal["post", "group", "tick"]
+SHAPE_NAMES: dict[Shape, str] = {
+    "post": "per post",
+    "group": "per writer group",
+    "tick": "per tick (whole clinic)",
+}
+
+
+def split_calls(workload: Workload, shape: Shape, commit_ms: float) -> list[list[SampleBatch]]:
+    """Each simulated second's samples as the engine calls of `shape` (see the module's
+    docstring): posts staggered across the second, grouped by commit window."""
+    n = workload.sessions
+    seconds = []
+    for batch in workload.batches:
+        order = np.argsort(batch.session, kind="stable")  # each session's samples together
+        s, v, x, q = (
+            batch.session[order],
+            batch.vital[order],
+            batch.value[order],
+            batch.quality[order],
+        )
+        t = batch.time[order] + s / n  # chair i posts at i/N into the second
+        if shape == "tick":
+            key = np.zeros(n, dtype=np.int64)
+        elif shape == "post":
+            key = np.arange(n, dtype=np.int64)
+        else:
+            key = np.floor(np.arange(n) / n * 1000 / commit_ms).astype(np.int64)
+        call_of_sample = key[s]
+        cuts = np.flatnonzero(np.diff(call_of_sample)) + 1
+        bounds = [0, *cuts.tolist(), len(s)]
+        seconds.append(
+            [
+                SampleBatch.from_arrays(s[a:b], v[a:b], x[a:b], t[a:b], q[a:b])
+                for a, b in itertools.pairwise(bounds)
+            ]
+        )
+    return seconds
+
+
+@dataclass
+class PatternResult:
+    seconds: int
+    calls: int
+    samples: int
+    busy_s: float  # time spent in ingest and tick
+
+    @property
+    def ms_per_second(self) -> float:
+        return self.busy_s / self.seconds * 1000
+
+    @property
+    def us_per_call(self) -> float:
+        return self.busy_s / max(1, self.calls) * 1e6
+
+
+def run_pattern(engine: AlarmEngine, calls: list[list[SampleBatch]]) -> PatternResult:
+    busy = 0.0
+    n_calls = n_samples = 0
+    for second, batches in enumerate(calls):
+        start = time.perf_counter()
+        for batch in batches:
+            engine.ingest(batch)
+        engine.tick(T0 + second + 1)
+        busy += time.perf_counter() - start
+        n_calls += len(batches)
+        n_samples += sum(len(b) for b in batches)
+    return PatternResult(len(calls), n_calls, n_samples, busy)
+
+
+def best_pattern(
+    repeat: int,
+    chairs: int,
+    kind: Literal["vector", "reference"],
+    warm: list[list[SampleBatch]],
+    timed: list[list[SampleBatch]],
+) -> PatternResult:
+    runs = []
+    for _ in range(max(1, repeat)):
+        engine = make_engine(chairs, kind)
+        run_pattern(engine, warm)
+        runs.append(run_pattern(engine, timed))
+    return min(runs, key=lambda r: r.busy_s)
+
+
+def server_pattern(args: argparse.Namespace) -> None:
+    print(f"machine: {machine()}")
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"server call pattern: N chairs at 1 Hz, staggered; commit window {args.commit_ms} ms; "
+        f"{args.seconds} s simulated after {args.warmup} s warm-up; best of {args.repeat}"
+    )
+    header = (
+        f"{'chairs':>6} | {'shape':<24} | {'calls/s':>8} | {'samples/call':>12} | "
+        f"{'numpy ms/s':>10} | {'numpy µs/call':>13} | {'ref ms/s':>9} | "
+        f"{'ref µs/call':>11} | {'numpy vs ref':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for chairs in args.chairs:
+        workload = make_workload(chairs, args.warmup + args.seconds)
+        for shape in ("post", "group", "tick"):
+            calls = split_calls(workload, shape, args.commit_ms)
+            warm, timed = calls[: args.warmup], calls[args.warmup :]
+            vec = best_pattern(args.repeat, chairs, "vector", warm, timed)
+            ref = best_pattern(args.repeat, chairs, "reference", warm, timed)
+            speed = ref.busy_s / vec.busy_s
+            print(
+                f"{chairs:>6} | {SHAPE_NAMES[shape]:<24} | {vec.calls / vec.seconds:>8,.0f} | "
+                f"{vec.samples / max(1, vec.calls):>12.1f} | {vec.ms_per_second:>10.2f} | "
+                f"{vec.us_per_call:>13.1f} | {ref.ms_per_second:>9.2f} | "
+                f"{ref.us_per_call:>11.1f} | {speed:>11.2f}x"
+            )
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print("ms/s: engine time per second of clinic time (ingest + tick), i.e. ms of one core")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000])
@@ -180,7 +325,21 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per engine and size; the best is reported"
     )
+    parser.add_argument(
+        "--server-pattern",
+        action="store_true",
+        help="measure the server's real call pattern (per post, per writer group, per tick)",
+    )
+    parser.add_argument("--chairs", type=int, nargs="+", default=[30, 300, 3000])
+    parser.add_argument(
+        "--commit-ms", type=float, default=1.1, help="the writer's commit window, ms"
+    )
     args = parser.parse_args()
+    if args.server_pattern:
+        if args.seconds == 60:  # the default is for the throughput table; this needs less
+            args.seconds = 10
+        server_pattern(args)
+        return
 
     print(f"machine: {machine()}")
     print(

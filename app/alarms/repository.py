@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -34,38 +36,108 @@ def alarm_out(row: Alarm) -> AlarmOut:
     return AlarmOut.of(row.record(), row.chair_id)
 
 
+@dataclass(frozen=True, slots=True)
+class TransitionWrite:
+    """An alarm transition waiting in the outbox, with the chair and site it is on."""
+
+    transition: AlarmTransition
+    chair_id: int
+    site_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineWrite:
+    """A session baseline the engine derived, waiting in the outbox."""
+
+    session_id: int
+    vital: str
+    value: float
+    at: datetime
+
+
+AlarmWrite = TransitionWrite | BaselineWrite
+
+
+def store_writes(session: Session, writes: Sequence[AlarmWrite]) -> None:
+    """Store the outbox's writes in order, in one transaction, idempotently: a transition
+    already stored (the same alarm, event and time; a retry after a commit whose answer was
+    lost, or a replayed journal) is skipped, and a baseline is set, not added."""
+    stored = _stored_transition_keys(
+        session, {w.transition.alarm_id for w in writes if isinstance(w, TransitionWrite)}
+    )
+    rows: dict[str, Alarm] = {}
+    for write in writes:
+        if isinstance(write, BaselineWrite):
+            _set_baseline(session, write.session_id, write.vital, write.value, write.at)
+        else:
+            _add_transition(session, write.transition, write.chair_id, rows, stored)
+    session.commit()
+
+
 def store_transitions(
     session: Session, transitions: list[AlarmTransition], chair_of: dict[str, int]
 ) -> list[int]:
     """Make each alarm's row its latest record, keep every transition, commit; returns the
-    chair each transition's alarm is on."""
+    chair each transition's alarm is on. Idempotent, as `store_writes`."""
+    stored = _stored_transition_keys(session, {t.alarm_id for t in transitions})
     rows: dict[str, Alarm] = {}
     for transition in transitions:
-        row = rows.get(transition.alarm_id) or session.get(Alarm, transition.alarm_id)
-        if row is None:
-            row = Alarm.of(transition, chair_of[transition.session_key])
-            session.add(row)
-        else:
-            row.follow(transition)
-        rows[transition.alarm_id] = row
-        session.add(
-            AlarmTransitionRecord(
-                alarm_id=transition.alarm_id,
-                event=transition.event.value,
-                state=transition.state.value,
-                priority=transition.priority.value,
-                at=to_datetime(transition.time),
-                value=transition.reading,
-                limit_value=transition.limit,
-                text=transition.text,
-                actor=transition.actor,
-                condition_active=transition.condition_active,
-                audio_paused=transition.audio_paused,
-            )
-        )
+        _add_transition(session, transition, chair_of[transition.session_key], rows, stored)
     chairs = [rows[t.alarm_id].chair_id for t in transitions]
     session.commit()
     return chairs
+
+
+TransitionKey = tuple[str, str, datetime]  # alarm id, event, time: unique in the schema
+
+
+def _stored_transition_keys(session: Session, alarm_ids: set[str]) -> set[TransitionKey]:
+    if not alarm_ids:
+        return set()
+    rows = session.execute(
+        select(
+            AlarmTransitionRecord.alarm_id, AlarmTransitionRecord.event, AlarmTransitionRecord.at
+        ).where(AlarmTransitionRecord.alarm_id.in_(alarm_ids))
+    )
+    return {(alarm_id, event, at) for alarm_id, event, at in rows}
+
+
+def _add_transition(
+    session: Session,
+    transition: AlarmTransition,
+    chair_id: int,
+    rows: dict[str, Alarm],
+    stored: set[TransitionKey],
+) -> None:
+    at = to_datetime(transition.time)
+    row = rows.get(transition.alarm_id) or session.get(Alarm, transition.alarm_id)
+    key = (transition.alarm_id, transition.event.value, at)
+    if key in stored:  # already there: the row already followed it, or a later change
+        if row is not None:
+            rows[transition.alarm_id] = row
+        return
+    stored.add(key)
+    if row is None:
+        row = Alarm.of(transition, chair_id)
+        session.add(row)
+    else:
+        row.follow(transition)
+    rows[transition.alarm_id] = row
+    session.add(
+        AlarmTransitionRecord(
+            alarm_id=transition.alarm_id,
+            event=transition.event.value,
+            state=transition.state.value,
+            priority=transition.priority.value,
+            at=at,
+            value=transition.reading,
+            limit_value=transition.limit,
+            text=transition.text,
+            actor=transition.actor,
+            condition_active=transition.condition_active,
+            audio_paused=transition.audio_paused,
+        )
+    )
 
 
 def open_sessions(session: Session) -> list[tuple[int, int, int, Phase]]:
@@ -164,6 +236,13 @@ def stored_overrides(session: Session) -> list[LimitOverride]:
 def store_baseline(
     session: Session, session_id: int, vital: str, value: float, at: datetime
 ) -> None:
+    _set_baseline(session, session_id, vital, value, at)
+    session.commit()
+
+
+def _set_baseline(
+    session: Session, session_id: int, vital: str, value: float, at: datetime
+) -> None:
     row = session.scalar(
         select(SessionBaseline).where(
             SessionBaseline.session_id == session_id, SessionBaseline.vital == vital
@@ -171,9 +250,9 @@ def store_baseline(
     )
     if row is None:
         session.add(SessionBaseline(session_id=session_id, vital=vital, value=value, set_at=at))
+        session.flush()  # a second baseline of the same vital in this transaction finds it
     else:
         row.value, row.set_at = value, at
-    session.commit()
 
 
 def stored_baselines(session: Session) -> list[tuple[int, str, float]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.events import StoredBatch
@@ -148,6 +148,29 @@ def alarm(
         "server_time": iso(now),
         "alarm": alarm,
     }
+
+
+def alarm_stored(
+    site_id: int, chair_id: int, session_id: int, alarm_id: str, event: str, at: datetime
+) -> dict[str, Any]:
+    """A transition sent with `"stored": false` is now in the database; the hub adds its
+    `seq`. `event` and `at` say which transition of the alarm."""
+    return {
+        "type": "alarm_stored",
+        "site_id": site_id,
+        "chair_id": chair_id,
+        "session_id": session_id,
+        "alarm_id": alarm_id,
+        "event": event,
+        # To the microsecond, as the alarm's own times: it names one transition.
+        "at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def status(database: str, now: datetime) -> dict[str, Any]:
+    """Whether the server can reach its database ("ok" or "unreachable"); outside the
+    numbered deltas: sent when it changes, and on connecting while it is unreachable."""
+    return {"type": "status", "database": database, "server_time": iso(now)}
 
 
 def heartbeat(site_id: int, seq: int, now: datetime) -> dict[str, Any]:

@@ -276,7 +276,13 @@ class AlarmTransitionRecord(Base):
     """Every change to every alarm, with who acted when a person did."""
 
     __tablename__ = "alarm_transitions"
-    __table_args__ = (Index("ix_alarm_transitions_alarm_id_at", "alarm_id", "at"),)
+    __table_args__ = (
+        Index("ix_alarm_transitions_alarm_id_at", "alarm_id", "at"),
+        # One alarm has one change of a kind at one moment: a transition written again (the
+        # alarm outbox retrying a commit whose answer was lost, or replaying its journal
+        # after a restart) cannot become a second row.
+        UniqueConstraint("alarm_id", "event", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     alarm_id: Mapped[str] = mapped_column(ForeignKey("alarms.id"))

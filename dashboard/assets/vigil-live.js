@@ -9,7 +9,9 @@
  *    closed socket raises the full-width banner and greys every tile;
  *  - the socket reconnects forever, backoff doubling up to 30 s, and every
  *    reconnect starts from a fresh snapshot (and re-reads the sparklines);
- *  - a gap in sequence numbers asks the server for a fresh snapshot.
+ *  - a gap in sequence numbers asks the server for a fresh snapshot;
+ *  - while the server cannot reach its database (a `status` message), a full-width
+ *    banner says so until it is back: values and alarms still arrive, nothing is stored.
  * Values go straight into the tiles' DOM: Dash never re-renders the grid for them.
  */
 (function () {
@@ -42,6 +44,8 @@
     sort: "chair",
     latency: [], // receipt by the server → tile painted, ms
     connects: 0,
+    database: "ok", // the server's last word on its database: "ok" or "unreachable"
+    unstored: {}, // alarm_id -> transitions shown but not yet stored by the server
   };
   window.vigilLive = link; // inspected by the browser tests and the benchmark
 
@@ -488,6 +492,33 @@
     document.body.classList.toggle("link-down", !up);
   }
 
+  // The server says when it cannot reach its database: the screen keeps working (live
+  // values and alarms still come) but must not let anyone think they are being kept.
+  var DATABASE_BANNER_TEXT = "Vigil cannot reach its database";
+  function showDatabase(state) {
+    link.database = state;
+    var banner = document.getElementById("database-banner");
+    if (!banner && state !== "ok") {
+      banner = document.createElement("div");
+      banner.id = "database-banner";
+      banner.className = "link-banner database-banner";
+      banner.setAttribute("role", "alert");
+      banner.textContent =
+        DATABASE_BANNER_TEXT + ": live values and alarms still show here, but nothing new is " +
+        "stored until it is back.";
+      var after = document.getElementById("link-banner");
+      if (after && after.parentNode) after.parentNode.insertBefore(banner, after.nextSibling);
+      else document.body.insertBefore(banner, document.body.firstChild);
+    }
+    if (banner) banner.hidden = state === "ok";
+  }
+
+  function applyAlarmStored(msg) {
+    var left = (link.unstored[msg.alarm_id] || 1) - 1;
+    if (left > 0) link.unstored[msg.alarm_id] = left;
+    else delete link.unstored[msg.alarm_id];
+  }
+
   // Filters and sorting move tiles with CSS (order, a class): the DOM stays put.
   function applyView() {
     var anyFilter = link.filters.alarming || link.filters.disconnected || link.filters.infusion;
@@ -593,15 +624,25 @@
     link.lastMessageAt = Date.now();
     if (msg.server_time) noteServerTime(msg.server_time);
     if (msg.type === "snapshot") {
+      link.unstored = {}; // what the snapshot holds is what the server has
       applySnapshot(msg);
       refreshAges();
-    } else if (msg.type === "samples" || msg.type === "alarm" || msg.type === "session") {
+    } else if (
+      msg.type === "samples" || msg.type === "alarm" || msg.type === "session" ||
+      msg.type === "alarm_stored"
+    ) {
       if (msg.seq <= link.seq) return; // already in the snapshot
       if (msg.seq !== link.seq + 1) return requestResync();
       link.seq = msg.seq;
       if (msg.type === "samples") applySamples(msg);
-      else if (msg.type === "alarm") applyAlarm(msg);
+      else if (msg.type === "alarm") {
+        var id = msg.alarm.alarm_id;
+        if (msg.stored === false) link.unstored[id] = (link.unstored[id] || 0) + 1;
+        applyAlarm(msg);
+      } else if (msg.type === "alarm_stored") applyAlarmStored(msg);
       else applySession(msg);
+    } else if (msg.type === "status") {
+      showDatabase(msg.database);
     } else if (msg.type === "heartbeat") {
       if (msg.seq > link.seq) requestResync(); // a delta went missing
     }
@@ -624,6 +665,8 @@
     };
     ws.onmessage = onMessage;
     ws.onclose = function () {
+      // The lost link's own banner says more; a new connection is told the database's state.
+      showDatabase("ok");
       refreshAges();
       link.reconnectTimer = setTimeout(connect, link.backoffMs);
       link.backoffMs = Math.min(link.backoffMs * 2, BACKOFF_MAX_MS);
