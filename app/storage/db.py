@@ -30,6 +30,9 @@ READERS = 4  # reader threads (and pooled reader connections) per Database
 _WRITER_THREAD = "vigil-db-write"
 _READER_THREAD = "vigil-db-read"
 _POSTGRES_POOL = {"pool_size": 8, "max_overflow": 8, "pool_pre_ping": True}
+# A database error's message must not carry the statement's values (vital values, patient
+# details) into a logged traceback.
+_HIDE = {"hide_parameters": True}
 
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
@@ -38,7 +41,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **_HIDE)
         if read_only:
             event.listen(engine, "connect", _sqlite_reader_pragmas)
             event.listen(engine, "begin", _begin_snapshot)
@@ -53,8 +56,9 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             isolation_level="REPEATABLE READ",
             execution_options={"postgresql_readonly": True},
             **_POSTGRES_POOL,
+            **_HIDE,
         )
-    return create_engine(url, **_POSTGRES_POOL)
+    return create_engine(url, **_POSTGRES_POOL, **_HIDE)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
