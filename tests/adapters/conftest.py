@@ -27,7 +27,16 @@ from app.storage.db import Database
 from app.storage.models import Device, Role, Sample
 from tests.conftest import REPO, Clinic, LiveServer, add_gateway_credential, add_person
 
-HL7_SAMPLES = Path("/work/shared/data/hl7")
+# The vendor messages in shared/ beside the repository (CI lays a copy there too); the
+# workplace's own copy when the checkout stands elsewhere.
+HL7_SAMPLES = next(
+    (
+        candidate
+        for candidate in (REPO.parent / "shared/data/hl7", Path("/work/shared/data/hl7"))
+        if candidate.is_dir()
+    ),
+    REPO.parent / "shared/data/hl7",
+)
 START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\r"
 
 
