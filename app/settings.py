@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Consecutive failed sign-ins that lock an account."
     )
     lockout_minutes: float = Field(default=15.0, gt=0, description="How long a lockout lasts.")
+    ingest_queue_limit: int = Field(
+        default=2048,
+        ge=1,
+        description="Batches that may wait for the sample writer; past that, ingest answers "
+        "503 with Retry-After (MLLP: AE) and takes nothing.",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:
