@@ -7,8 +7,9 @@ Topic layout (prefix `vigil/v1` by default, VIGIL_MQTT_TOPIC_PREFIX):
   (`vgd_…`), checked on every batch; `device_id` may be left out (the topic names it) and
   an optional `ref` is echoed in the answer.
 - `{prefix}/devices/{device_id}/ack`, Vigil → device, QoS 1: the answer HTTP would give,
-  `{"ref": ..., "status": 201, "accepted": 4, ...}` or `{"ref": ..., "status": 422,
-  "detail": [...], "code": "invalid_request"}`.
+  `{"ref": ..., "status": 201, "accepted": 4, "stored": 4, "duplicates": 0, ...}` or
+  `{"ref": ..., "status": 422, "detail": [...], "code": "invalid_request"}`. A batch
+  delivered twice (QoS 1 is at least once) is stored once, its samples in `duplicates`.
 - `{prefix}/devices/{device_id}/status`, device → Vigil, retained: `online` when it connects,
   and `offline` as its MQTT last will. Vigil reports both on the adapter event bus; an
   `offline` (or a lost broker) is a lost device link for the alarm engine. Status carries no
