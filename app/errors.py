@@ -91,6 +91,24 @@ class DependencyUnavailable(VigilError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class Overloaded(VigilError):
+    """Too much is already waiting (the sample writer's queue is full): nothing was taken,
+    send it again after `retry_after_s`."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "retry_after_s": self.retry_after_s}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 DATABASE_UNREACHABLE = "Vigil cannot reach its database; nothing was stored. Try again shortly."
 
 # PEP 249 names the errors "related to the database's operation and not necessarily under

@@ -10,9 +10,11 @@ service calls another one's methods to tell it something happened.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import enum
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -42,7 +44,12 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class StoredBatch:
-    """A committed batch, with where it belongs: what ingest publishes after the commit."""
+    """A committed batch, with where it belongs: what ingest publishes after the commit.
+
+    `observations` are the ones this batch stored; `duplicates` counts those it carried that
+    were already stored (a resend: same device, vital and device time), which nobody is told
+    about twice.
+    """
 
     device_identifier: str
     site_id: int | None
@@ -50,6 +57,7 @@ class StoredBatch:
     session_id: int | None
     received_time: datetime
     observations: list[Observation]
+    duplicates: int = 0
 
 
 # --- alarms -------------------------------------------------------------------------------
@@ -218,24 +226,45 @@ AdapterEvent = LinkEvent | DeviceAlert
 # --- the fan-out --------------------------------------------------------------------------
 
 EventT = TypeVar("EventT")
+Subscriber = Callable[[EventT], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+# After a subscriber raised for an event: wait this long, and try it again, once per delay.
+RETRY_DELAYS_S = (0.1, 1.0)
 
 
 class Fanout(Generic[EventT]):
-    """Hands each event to every subscriber, one after the other, in subscription order.
+    """Hands each event to every subscriber, in subscription order.
 
-    The publisher awaits them all, so whatever it does next (answering a device, say)
-    comes after every subscriber has had the event; a subscriber's exception reaches the
-    publisher. With `yield_between`, the loop is handed to other tasks between two
-    subscribers: what the first one queued (websocket sends) goes out before the second
-    one (alarm evaluation) takes the loop.
+    Two ways to publish:
+
+    - `publish` awaits every subscriber, one after the other; a subscriber's exception
+      reaches the publisher. With `yield_between`, the loop is handed to other tasks between
+      two subscribers: what the first one queued (websocket sends) goes out before the second
+      one (alarm evaluation) takes the loop.
+    - `post` returns at once and delivers in the background, for a publisher whose own work
+      must not wait for, or fail with, its subscribers (ingest answers a device once its
+      samples are committed). Each subscriber has its own lane: it gets the events in the
+      order they were posted, and one subscriber that raises or is slow never holds up
+      another. A failure is logged, counted (`failures`) and retried after each of
+      `RETRY_DELAYS_S`; while a subscriber keeps failing (its previous event was given up
+      on) it is not retried, so its lane keeps up, and it is logged once per streak.
+      With `yield_between`, every lane but the first yields once before each delivery, so
+      the first subscriber's sends still go out before the next one takes the loop.
     """
 
-    def __init__(self, *, yield_between: bool = False) -> None:
+    def __init__(self, *, yield_between: bool = False, name: str = "fanout") -> None:
         self._subscribers: list[Callable[[EventT], Awaitable[None]]] = []
         self._yield_between = yield_between
+        self.name = name
+        self._lanes: list[_Lane[EventT]] = []
 
     def subscribe(self, subscriber: Callable[[EventT], Awaitable[None]]) -> None:
         self._subscribers.append(subscriber)
+        self._lanes.append(
+            _Lane(self, subscriber, yields=self._yield_between and len(self._lanes) > 0)
+        )
 
     async def publish(self, event: EventT) -> None:
         first = True
@@ -244,3 +273,103 @@ class Fanout(Generic[EventT]):
                 await asyncio.sleep(0)
             first = False
             await subscriber(event)
+
+    def post(self, events: Sequence[EventT]) -> None:
+        """Queue `events` for every subscriber, in order; deliver them after the caller
+        yields. Never raises and never waits."""
+        if events:
+            for lane in self._lanes:
+                lane.post(events)
+
+    @property
+    def failures(self) -> int:
+        """Deliveries (first tries and retries) that raised, since start."""
+        return sum(lane.failures for lane in self._lanes)
+
+    @property
+    def given_up(self) -> int:
+        """Events some subscriber never took, after every retry."""
+        return sum(lane.given_up for lane in self._lanes)
+
+    @property
+    def pending(self) -> int:
+        """Events posted and not yet delivered to every subscriber."""
+        return max((lane.pending for lane in self._lanes), default=0)
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every posted event has been delivered (or given up); False when
+        `timeout_s` passed first."""
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        while True:
+            busy = [lane.task for lane in self._lanes if lane.task is not None]
+            if not busy:
+                return True
+            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if remaining is not None and remaining <= 0:
+                return False
+            await asyncio.wait(busy, timeout=remaining)
+
+
+class _Lane(Generic[EventT]):
+    """One subscriber's queue of posted events and the task that works through it."""
+
+    def __init__(self, owner: Fanout[EventT], subscriber: Subscriber[EventT], yields: bool) -> None:
+        self._owner = owner
+        self._subscriber = subscriber
+        self._yields = yields
+        self._queue: collections.deque[EventT] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+        self.failures = 0
+        self.given_up = 0
+        self._failing = False  # the last event was given up on: a streak of failures
+        self._streak = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def label(self) -> str:
+        name = getattr(self._subscriber, "__qualname__", None) or repr(self._subscriber)
+        return f"{self._owner.name} → {name}"
+
+    def post(self, events: Sequence[EventT]) -> None:
+        self._queue.extend(events)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"vigil-{self._owner.name}"
+            )
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                if self._yields:
+                    await asyncio.sleep(0)
+                await self._deliver(self._queue.popleft())
+        finally:
+            self.task = None
+            if self._queue:  # cancelled with events left: they are not delivered
+                log.warning("%s: %d events not delivered (stopped)", self.label, len(self._queue))
+                self._queue.clear()
+
+    async def _deliver(self, event: EventT) -> None:
+        delays = () if self._failing else RETRY_DELAYS_S
+        for attempt in range(len(delays) + 1):
+            if attempt:
+                await asyncio.sleep(delays[attempt - 1])
+            try:
+                await self._subscriber(event)
+            except Exception:
+                self.failures += 1
+                self._streak += 1
+                if self._streak == 1:
+                    log.exception("%s failed (the event was stored; retrying)", self.label)
+                continue
+            if self._streak:
+                log.warning("%s recovered after %d failed tries", self.label, self._streak)
+            self._failing, self._streak = False, 0
+            return
+        self.given_up += 1
+        if not self._failing:
+            log.error("%s: gave up on an event after %d tries", self.label, len(delays) + 1)
+        self._failing = True

@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 await adapters.stop()
+                # What was committed reaches the live view and the alarm engine first.
+                await ingest.close()
         finally:
             await health.stop()
             await alarms.stop()

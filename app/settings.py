@@ -165,6 +165,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
         return level.upper()
 
+    # --- ingest back-pressure (issue 15) ----------------------------------------------------
+
+    ingest_queue_limit: int = Field(
+        default=2048,
+        ge=1,
+        description="Batches that may wait for the sample writer; past that, ingest answers "
+        "503 with Retry-After (MLLP: AE) and takes nothing.",
+    )
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -160,10 +160,18 @@ def test_batches_waiting_for_a_commit_share_one_transaction_yet_each_gets_its_ow
         async with httpx.AsyncClient(
             base_url=live_server.http_url, timeout=30, headers=clinic.device_auth
         ) as client:
-            stamp = datetime.now(UTC).isoformat()
+            start = datetime.now(UTC)
+            stamp = start.isoformat()
+            # Each post is a measurement of its own (its own device time): the same moment
+            # sent again would be a resend, stored once.
             posts = [
                 client.post(
-                    "/api/v1/observations", json=body(clinic.device(1 + n % 3), 60 + n, stamp)
+                    "/api/v1/observations",
+                    json=body(
+                        clinic.device(1 + n % 3),
+                        60 + n,
+                        (start - timedelta(milliseconds=1 + n)).isoformat(),
+                    ),
                 )
                 for n in range(POSTS)
             ]

@@ -346,6 +346,8 @@ class Hl7Processor:
             raise Hl7Error(_problems(exc, mapping), ack_code="AE") from None
         count = len(stored.observations)
         where = "" if stored.chair_id is not None else "; bound to no chair: kept as unbound"
+        if stored.duplicates:  # sent before (its ACK lost?): kept once, as first stored
+            where += f"; {stored.duplicates} values already stored, not stored again"
         text = _join(f"stored {count} values{where}", mapping.notes)
         bound = DeviceRef(stored.device_identifier, stored.chair_id, stored.site_id)
         return Outcome(

@@ -7,8 +7,9 @@ Topic layout (prefix `vigil/v1` by default, VIGIL_MQTT_TOPIC_PREFIX):
   (`vgd_…`), checked on every batch; `device_id` may be left out (the topic names it) and
   an optional `ref` is echoed in the answer.
 - `{prefix}/devices/{device_id}/ack`, Vigil → device, QoS 1: the answer HTTP would give,
-  `{"ref": ..., "status": 201, "accepted": 4, ...}` or `{"ref": ..., "status": 422,
-  "detail": [...], "code": "invalid_request"}`.
+  `{"ref": ..., "status": 201, "accepted": 4, "stored": 4, "duplicates": 0, ...}` or
+  `{"ref": ..., "status": 422, "detail": [...], "code": "invalid_request"}`. A batch
+  delivered twice (QoS 1 is at least once) is stored once, its samples in `duplicates`.
 - `{prefix}/devices/{device_id}/alerts`, device → Vigil, QoS 1: one of the device's own
   alerts, the JSON of `POST /api/v1/alerts` plus `token` (and optional `ref`);
   `device_id` may be left out. Answered on `ack` like a batch (status 200, or the error).

@@ -7,8 +7,10 @@ server echoes; the credential is checked on every batch, so a revoked one stops 
 Every batch gets one answer, in order:
 
     {"type": "accepted", "ref": 7, "status": 201, "device_id": "...", "accepted": 4,
-     "chair_id": 1, "session_id": 7, "received_time": "..."}
+     "stored": 4, "duplicates": 0, "chair_id": 1, "session_id": 7, "received_time": "..."}
     {"type": "error", "ref": 7, "status": 422, "detail": [...], "code": "invalid_request"}
+    {"type": "error", "ref": 7, "status": 503, "detail": "Vigil is busy: ...",
+     "code": "overloaded", "retry_after_s": 1}
 
 A device's own alert goes on the same connection as a message of type `alert`, the
 JSON of `POST /api/v1/alerts` plus `"type": "alert"` and an optional `ref`:
@@ -16,8 +18,10 @@ JSON of `POST /api/v1/alerts` plus `"type": "alert"` and an optional `ref`:
     {"type": "alert_accepted", "ref": 8, "status": 200, "device_id": "...",
      "kind": "probe_off", "active": true, "chair_id": 1, "received_time": "..."}
 
-A bad batch never closes the connection. When the connection ends, each device that
-sent on it is reported disconnected on the adapter event bus (technical alarm).
+A batch sent again is answered with its samples in `duplicates` and stored once; a 503
+took nothing, send it again after `retry_after_s`. A bad batch never closes the connection.
+When the connection ends, each device that sent on it is reported disconnected on the
+adapter event bus (technical alarm).
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """Database work for ingest: check the sender's credential, find the device's chair and
-session, store the batch — for a whole group of batches in one transaction."""
+session, store the batch — for a whole group of batches in one transaction.
+
+A sample is stored once: `samples` is unique on (device, vital, device time), and the insert
+skips a row already there (`ON CONFLICT DO NOTHING`, SQLite ≥ 3.24 and PostgreSQL). A resend
+is thus acknowledged without a second row, and the first value stored for a moment wins.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,10 +18,19 @@ from typing import Any
 
 from sqlalchemy import Dialect
 
-from app.errors import Forbidden, NotAuthenticated, NotFoundError, VigilError
+from app.errors import (
+    FieldProblem,
+    Forbidden,
+    InvalidRequest,
+    NotAuthenticated,
+    NotFoundError,
+    VigilError,
+)
 from app.events import Observation, StoredBatch
 from app.storage.types import UTCDateTime
 from monitor.vitals import SampleQuality
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,8 @@ class _WriterSql:
 
     resolve_devices: str  # `{values}`: the group's device identifiers
     live_credentials: str  # `{values}`: the group's credential hashes
-    insert_samples: str
+    insert_samples: str  # skips a sample already stored (same device, vital, device time)
+    begin: str | None  # how to open a transaction by hand; None: the driver opens one itself
     parameter: str  # how the driver writes a named parameter, `{}` for its name
     bind_time: Callable[[datetime], Any]
 
@@ -66,7 +82,11 @@ class _WriterSql:
                 "INSERT INTO samples (session_id, device_id, chair_id, vital, value, unit,"
                 " device_time, received_time, quality) VALUES (:session_id, :device_id,"
                 " :chair_id, :vital, :value, :unit, :device_time, :received_time, :quality)"
+                " ON CONFLICT (device_id, vital, device_time) DO NOTHING"
             ),
+            # Python's sqlite3 opens a transaction only before an INSERT; a SAVEPOINT outside
+            # one would open its own, and releasing it would commit. psycopg always opens one.
+            begin="BEGIN" if dialect.name == "sqlite" else None,
             parameter=parameter,
             bind_time=bind,
         )
@@ -90,15 +110,53 @@ class PendingBatch:
     credential_hash: str | None
 
 
+@dataclass(slots=True)
+class _Planned:
+    """A batch that may be stored: where it goes, and its rows as the driver takes them."""
+
+    position: int  # in the group
+    batch: PendingBatch
+    site_id: int | None
+    chair_id: int | None
+    session_id: int | None
+    rows: list[dict[str, object]]
+
+    def outcome(self, fate: list[bool] | Exception) -> StoredBatch | VigilError:
+        """Its answer, given which rows were new, or why the database refused it."""
+        if isinstance(fate, Exception):
+            return _not_stored(self.batch, fate)
+        observations = self.batch.observations
+        new = (
+            observations
+            if all(fate)
+            else [
+                observation
+                for observation, is_new in zip(observations, fate, strict=True)
+                if is_new
+            ]
+        )
+        return StoredBatch(
+            self.batch.device_identifier,
+            self.site_id,
+            self.chair_id,
+            self.session_id,
+            self.batch.received_time,
+            new,
+            duplicates=len(observations) - len(new),
+        )
+
+
 def store_batches(
     connection: Any, dialect: Dialect, pending: list[PendingBatch]
 ) -> list[StoredBatch | VigilError]:
     """Store every batch whose device is known, in one transaction, on the database
     driver's own `connection`; the caller commits (`Database.run_held`).
 
-    Each batch is still all-or-nothing: an unknown device refuses only its own batch, and a
-    failed commit fails them all. One query finds every device of the group (its chair,
-    site and open session), one every credential, then one insert stores the whole group.
+    Each batch is all-or-nothing and keeps its own fate: an unknown device, a time that
+    cannot be stored or a row the database refuses fails only its own batch; only a failure
+    of the database itself (or of the commit) fails them all. One query finds every device
+    of the group (its chair, site and open session), one every credential, then one insert
+    stores the whole group.
     """
     sql = _WriterSql.of(dialect)
     cursor = connection.cursor()
@@ -107,8 +165,8 @@ def store_batches(
         credentials = _live_credentials(
             cursor, sql, {b.credential_hash for b in pending if b.credential_hash is not None}
         )
-        results: list[StoredBatch | VigilError] = []
-        rows: list[dict[str, object]] = []
+        results: list[StoredBatch | VigilError | None] = []  # None: planned, not yet stored
+        planned: list[_Planned] = []
         for batch in pending:
             device = devices.get(batch.device_identifier)
             refusal = _refusal(batch, credentials, device)
@@ -125,22 +183,86 @@ def store_batches(
                 continue
             device_id, chair_id, site_id = device
             session_id = open_sessions.get(chair_id) if chair_id is not None else None
-            rows.extend(_sample_rows(sql, batch, device_id, chair_id, session_id))
-            results.append(
-                StoredBatch(
-                    batch.device_identifier,
-                    site_id,
-                    chair_id,
-                    session_id,
-                    batch.received_time,
-                    batch.observations,
-                )
-            )
-        if rows:
-            cursor.executemany(sql.insert_samples, rows)
+            try:
+                rows = _sample_rows(sql, batch, device_id, chair_id, session_id)
+            except InvalidRequest as exc:  # a time the database cannot hold: this batch only
+                results.append(exc)
+                continue
+            planned.append(_Planned(len(results), batch, site_id, chair_id, session_id, rows))
+            results.append(None)
+        fates = _insert(connection, cursor, dialect, sql, planned)
+        for plan, fate in zip(planned, fates, strict=True):
+            results[plan.position] = plan.outcome(fate)
     finally:
         cursor.close()
-    return results
+    answered = [result for result in results if result is not None]
+    assert len(answered) == len(pending), "every batch of the group has its answer"
+    return answered
+
+
+# Errors that belong to the rows that caused them (a constraint, a value the database or its
+# driver cannot take), unlike a lost connection or a lock timeout, which would fail any batch.
+def _batch_errors(dialect: Dialect) -> tuple[type[Exception], ...]:
+    dbapi = dialect.loaded_dbapi
+    return (dbapi.IntegrityError, dbapi.DataError, OverflowError, ValueError, TypeError)
+
+
+def _insert(
+    connection: Any, cursor: Any, dialect: Dialect, sql: _WriterSql, planned: list[_Planned]
+) -> list[list[bool] | Exception]:
+    """Insert the planned batches; for each, which of its rows were new, or the error that
+    refused it.
+
+    The group goes in as one statement. Only when that skipped a row (a resend) or failed
+    on a batch's rows is the insert undone and done again batch by batch, each behind a
+    savepoint and row by row: each batch then learns which rows were new, and a refusal
+    stays its own. The hot path costs nothing more than the one insert.
+    """
+    rows = [row for plan in planned for row in plan.rows]
+    if not rows:
+        return [[] for _ in planned]
+    batch_errors = _batch_errors(dialect)
+    try:
+        cursor.executemany(sql.insert_samples, rows)
+        if cursor.rowcount == len(rows):
+            return [[True] * len(plan.rows) for plan in planned]
+    except batch_errors:
+        pass
+    # Undo the group's insert (the lookups before it only read) and store it batch by batch.
+    connection.rollback()
+    if sql.begin is not None:
+        cursor.execute(sql.begin)
+    fates: list[list[bool] | Exception] = []
+    for plan in planned:
+        cursor.execute("SAVEPOINT vigil_batch")
+        try:
+            new = []
+            for row in plan.rows:
+                cursor.execute(sql.insert_samples, row)
+                new.append(cursor.rowcount == 1)
+            fates.append(new)
+        except batch_errors as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT vigil_batch")
+            fates.append(exc)
+        cursor.execute("RELEASE SAVEPOINT vigil_batch")
+    return fates
+
+
+def _not_stored(batch: PendingBatch, exc: Exception) -> VigilError:
+    """The answer for a batch the database refused. The driver's own message is not passed
+    on, nor logged: it may quote the row, and the row holds health data."""
+    state = getattr(exc, "sqlstate", None)
+    cause = type(exc).__name__ + (f", SQLSTATE {state}" if state else "")
+    log.warning("ingest: the database refused a batch of %r (%s)", batch.device_identifier, cause)
+    return InvalidRequest(
+        [
+            FieldProblem(
+                ("body", "observations"),
+                f"the database refused this batch ({cause}); none of it was stored",
+                "not_storable",
+            )
+        ]
+    )
 
 
 def _devices(
@@ -174,23 +296,39 @@ def _sample_rows(
     chair_id: int | None,
     session_id: int | None,
 ) -> list[dict[str, object]]:
+    """The batch's rows as the driver takes them; `InvalidRequest` naming the observation
+    whose time cannot be stored (its UTC value would leave the years 1 to 9999)."""
     # Samples from a device bound to no chair are kept and flagged, never dropped.
     extra = SampleQuality.UNBOUND if chair_id is None else SampleQuality.NONE
     received = sql.bind_time(batch.received_time)
-    return [
-        {
-            "session_id": session_id,
-            "device_id": device_id,
-            "chair_id": chair_id,
-            "vital": observation.vital.value,
-            "value": observation.value,
-            "unit": observation.unit,
-            "device_time": sql.bind_time(observation.device_time),
-            "received_time": received,
-            "quality": int(observation.quality | extra),
-        }
-        for observation in batch.observations
-    ]
+    rows: list[dict[str, object]] = []
+    for index, observation in enumerate(batch.observations):
+        try:
+            device_time = sql.bind_time(observation.device_time)
+        except (OverflowError, ValueError) as exc:
+            raise InvalidRequest(
+                [
+                    FieldProblem(
+                        ("body", "observations", index, "device_time"),
+                        f"device_time {observation.device_time.isoformat()} cannot be stored: "
+                        f"in UTC it falls outside the years 1 to 9999 ({type(exc).__name__})",
+                    )
+                ]
+            ) from None
+        rows.append(
+            {
+                "session_id": session_id,
+                "device_id": device_id,
+                "chair_id": chair_id,
+                "vital": observation.vital.value,
+                "value": observation.value,
+                "unit": observation.unit,
+                "device_time": device_time,
+                "received_time": received,
+                "quality": int(observation.quality | extra),
+            }
+        )
+    return rows
 
 
 def _refusal(

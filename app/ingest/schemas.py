@@ -48,7 +48,15 @@ class ObservationBatchIn(BaseModel):
 
 class IngestAccepted(BaseModel):
     device_id: str
-    accepted: int = Field(description="Observations stored (all of them, or the request fails).")
+    accepted: int = Field(
+        description="Observations accepted: all of the batch (or the request fails), "
+        "`stored` now plus `duplicates`."
+    )
+    stored: int = Field(description="Observations this request stored.")
+    duplicates: int = Field(
+        description="Observations already stored before (a resend: same device, vital and "
+        "device time, or the same Idempotency-Key); kept as first stored, not stored again."
+    )
     chair_id: int | None = Field(description="Chair the device is bound to; null when unbound.")
     session_id: int | None = Field(description="Open session on that chair, if any.")
     received_time: datetime = Field(description="Vigil's clock when the batch arrived.")
@@ -58,7 +66,9 @@ class IngestAccepted(BaseModel):
         """The answer for a stored batch, the same whichever door it came through."""
         return cls(
             device_id=stored.device_identifier,
-            accepted=len(stored.observations),
+            accepted=len(stored.observations) + stored.duplicates,
+            stored=len(stored.observations),
+            duplicates=stored.duplicates,
             chair_id=stored.chair_id,
             session_id=stored.session_id,
             received_time=stored.received_time,

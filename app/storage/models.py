@@ -150,6 +150,14 @@ class Sample(Base):
         Index("ix_samples_session_id_vital_device_time", "session_id", "vital", "device_time"),
         Index("ix_samples_chair_id_vital_received_time", "chair_id", "vital", "received_time"),
         Index("ix_samples_device_id_received_time", "device_id", "received_time"),
+        # One row per measured moment: a resend is skipped by ingest (ON CONFLICT DO NOTHING).
+        Index(
+            "uq_samples_device_id_vital_device_time",
+            "device_id",
+            "vital",
+            "device_time",
+            unique=True,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

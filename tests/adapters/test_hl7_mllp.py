@@ -170,8 +170,10 @@ def test_a_restarted_gateway_reusing_message_ids_is_not_a_duplicate(
     server: AdapterServer, client: MllpClient, bound: str
 ) -> None:
     """Mindray counts MSH-10 from 1: after a restart, "1" again is new data, not a resend."""
-    first = oru("1", f"1|{HR.format(81)}", device=bound)
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    first = oru("1", f"1|{HR.format(81)}", device=bound, at=before)
     assert ack_fields(client.send(first))[0] == "AA"
+    # Measured later (a different moment): a resend would carry the first one's time.
     after_restart = oru("1", f"1|{HR.format(82)}", device=bound)
     code, _, text = ack_fields(client.send(after_restart))
     assert (code, "duplicate" in text) == ("AA", False)
