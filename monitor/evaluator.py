@@ -176,7 +176,8 @@ class VectorEvaluator:
         self._base_count = np.zeros((N_VITALS, cap), dtype=np.int64)
         self._last_usable = np.full((N_VITALS, cap), -np.inf)
         self._cuff_until = np.full((N_VITALS, cap), -np.inf)  # absence explained by the cuff
-        self._pair_stamp = np.zeros((N_VITALS, cap), dtype=np.int64)  # duplicate detection
+        self._pair_stamp = np.zeros((N_VITALS, cap), dtype=np.int64)  # repeat detection
+        self._last_measured = np.full((N_VITALS, cap), NAN)  # of the last sample applied
         self._safe_lo = np.full((N_VITALS, cap), np.inf)  # the band where no rule holds
         self._safe_hi = np.full((N_VITALS, cap), -np.inf)
         self._busy = np.zeros((N_VITALS, cap), dtype=bool)
@@ -218,6 +219,7 @@ class VectorEvaluator:
         self._last_usable = _grow(self._last_usable, cap, -np.inf, 1)
         self._cuff_until = _grow(self._cuff_until, cap, -np.inf, 1)
         self._pair_stamp = _grow(self._pair_stamp, cap, 0, 1)
+        self._last_measured = _grow(self._last_measured, cap, NAN, 1)
         self._safe_lo = _grow(self._safe_lo, cap, np.inf, 1)
         self._safe_hi = _grow(self._safe_hi, cap, -np.inf, 1)
         self._busy = _grow(self._busy, cap, False, 1)
@@ -247,6 +249,7 @@ class VectorEvaluator:
         self._base_count[:, i] = 0
         self._last_usable[:, i] = -np.inf
         self._cuff_until[:, i] = -np.inf
+        self._last_measured[:, i] = NAN
         self._busy[:, i] = False
         self._tech_active[:, i] = False
         self._armed[:, i] = time
@@ -373,18 +376,25 @@ class VectorEvaluator:
             keep = self._live[s]
         if (q & _UNBOUND).any():
             keep &= (q & _UNBOUND) == 0
+        m = batch.measured
         if not keep.all():
-            s, v, x, t, q = s[keep], v[keep], x[keep], t[keep], q[keep]
+            s, v, x, t, q, m = s[keep], v[keep], x[keep], t[keep], q[keep], m[keep]
             if len(s) == 0:
                 return events
-        np.maximum.at(self._last_any, s, t)  # device-silent clock: order does not matter
-        usable = np.isfinite(x) & ((q & self._untrusted[v]) == 0)
         # Does any session send one vital twice? Then that vital is applied in layers.
         positions = np.arange(len(s))
         pairs = self._pair_stamp.reshape(-1)
         flat = v * self._cap + s
         pairs[flat] = positions
         repeats = bool((pairs[flat] != positions).any())
+        duplicate = self._duplicates(flat, t, m, repeats)
+        if duplicate.any():  # the same measurement again: not a sample at all
+            keep = ~duplicate
+            s, v, x, t, q = s[keep], v[keep], x[keep], t[keep], q[keep]
+            if len(s) == 0:
+                return events
+        np.maximum.at(self._last_any, s, t)  # device-silent clock: order does not matter
+        usable = np.isfinite(x) & ((q & self._untrusted[v]) == 0)
         present = np.bincount(v, minlength=N_VITALS)
         gate = _Gate()
         for vi in self._vital_order:
@@ -398,6 +408,31 @@ class VectorEvaluator:
                 sel = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx
             self._vital(vi, s[sel], x[sel], t[sel], q[sel], usable[sel], repeats, gate, events)
         return events
+
+    def _duplicates(self, flat: I64, t: F64, m: F64, repeats: bool) -> Bool:
+        """Samples whose measurement time repeats the last one applied for their session and
+        vital (in processing order: time, then input order); remembers the last ones."""
+        last = self._last_measured.reshape(-1)
+        if not repeats:  # one sample per (vital, session): compare with the stored one
+            duplicate: Bool = m == last[flat]
+            last[flat] = m
+            return duplicate
+        # By (vital, session), then time, then input order: a sample repeats the one before
+        # it (a duplicate repeats the last sample applied, so comparing neighbours suffices).
+        n = len(flat)
+        o = np.lexsort((np.arange(n), t, flat))
+        fo, mo = flat[o], m[o]
+        first = np.ones(n, dtype=bool)
+        first[1:] = fo[1:] != fo[:-1]
+        previous = np.empty(n)
+        previous[1:] = mo[:-1]
+        previous[first] = last[fo[first]]
+        duplicate = np.empty(n, dtype=bool)
+        duplicate[o] = mo == previous
+        final = np.ones(n, dtype=bool)
+        final[:-1] = first[1:]
+        last[fo[final]] = mo[final]
+        return duplicate
 
     def _vital(
         self,

@@ -38,6 +38,7 @@ class _Session:
     last_any: float = -math.inf
     last_usable: dict[Vital, float] = field(default_factory=dict)
     last_accounted: dict[Vital, float] = field(default_factory=dict)
+    last_measured: dict[Vital, float] = field(default_factory=dict)  # of the last sample
     nibp_interval: float | None = None
     failures: int = 0
     low_signal: bool = False
@@ -156,6 +157,10 @@ class ReferenceEvaluator:
             if session is None or quality & SampleQuality.UNBOUND:
                 continue
             vital = VITALS_ORDER[int(batch.vital[i])]
+            measured = float(batch.measured[i])
+            if session.last_measured.get(vital) == measured:
+                continue  # the same measurement again (a republished reading): not a sample
+            session.last_measured[vital] = measured
             self._apply(
                 index, session, vital, float(batch.value[i]), float(batch.time[i]), quality, events
             )
@@ -303,11 +308,15 @@ class ReferenceEvaluator:
         if check.kind is TechnicalKind.NO_VALUE:
             assert check.vital is not None
             return session.last_accounted.get(check.vital, -math.inf), check.window_s, True
-        interval = session.nibp_interval
-        if interval is None:
-            interval = self.protocol.nibp_interval(session.phase)
+        interval = self._nibp_interval(session)
         last = session.last_usable.get(Vital.NIBP_SYS, -math.inf)
         return last, interval + check.grace_s, interval > 0
+
+    def _nibp_interval(self, session: _Session) -> float:
+        """The session's NIBP interval: its own setting, else the phase's default."""
+        if session.nibp_interval is not None:
+            return session.nibp_interval
+        return self.protocol.nibp_interval(session.phase)
 
     # --- technical states -----------------------------------------------------------------
 
