@@ -600,7 +600,12 @@ class VectorEvaluator:
         new_onset = np.where(pending & no_onset, tt, onset)
         fire = pending & (tt - new_onset >= b.delay)
         if b.any_confirm:
-            prior = ~no_onset & (tt - onset <= b.confirm)
+            # The next scheduled reading (interval + margin) or an explicit repeat confirms
+            # (`Protocol.confirm_window`); with no schedule only the explicit repeat.
+            interval = self._interval[rows][:, None]
+            margin = self.protocol.nibp_confirm_margin_s
+            window = np.where(interval > 0, np.maximum(b.confirm, interval + margin), b.confirm)
+            prior = ~no_onset & (tt - onset <= window)
             fire = np.where(b.is_confirm, pending & prior, fire)
             new_onset = np.where(b.is_confirm & pending & ~prior, tt, new_onset)
         new_onset = np.where((idle & ~bad) | fire | clear, NAN, new_onset)

@@ -262,8 +262,9 @@ class ReferenceEvaluator:
         if not rule.op.holds(value, limit):
             state.onset = NAN
             return
-        if rule.confirm_within_s is not None:
-            confirmed = not math.isnan(state.onset) and time - state.onset <= rule.confirm_within_s
+        window = self.protocol.confirm_window(rule, self._nibp_interval(session))
+        if window is not None:
+            confirmed = not math.isnan(state.onset) and time - state.onset <= window
             if not confirmed:
                 state.onset = time
                 return

@@ -14,7 +14,7 @@ import pytest
 from monitor_testkit import KEY, Chair, EvaluatorKind
 
 from monitor.lifecycle import TransitionEvent
-from monitor.protocol import Phase
+from monitor.protocol import Phase, Priority
 from monitor.vitals import Vital
 
 RAISED = TransitionEvent.RAISED
@@ -58,6 +58,29 @@ class CuffMonitor:
         self.chair.tick(t)
 
 
+def test_a_five_minute_cuff_at_sbp_185_alarms_high_on_the_second_reading(
+    kind: EvaluatorKind,
+) -> None:
+    """Issue 14: a simulated session spent 21.9 min at SBP ≥ 180 with no high alarm, because
+    a repeat had to come within 3 min and the cuff cycles every 5 min."""
+    chair = Chair(kind)  # infusion: NIBP every 300 s by default
+    monitor = CuffMonitor(chair)
+    for t in range(0, 1800):
+        if t % 300 == 0:
+            monitor.cuff(185, 95, t)
+        monitor.second(t)
+
+    assert chair.times("sbp_high_medium") == [0]
+    # Not at t=1: the republished reading is the same measurement, not a repeat.
+    high = chair.record("sbp_high_high", RAISED)
+    assert (high.time, high.priority, high.value) == (300, Priority.HIGH, 185)
+    assert high.text == "SBP 185 ≥ 180: consider pausing infusion"
+    assert chair.times("sbp_high_high") == [300]  # one alarm, still active
+    assert chair.times("sbp_high_crisis") == []
+    assert chair.times("infusion_safety") == [300]  # one high condition
+    assert chair.times("nibp_stale") == []
+
+
 def test_a_republished_reading_confirms_nothing_and_keeps_nothing_fresh(
     kind: EvaluatorKind,
 ) -> None:
@@ -71,6 +94,51 @@ def test_a_republished_reading_confirms_nothing_and_keeps_nothing_fresh(
     assert chair.times("sbp_high_high") == []
     # No new reading for the 5-min interval + 2 min: stale, republished values or not.
     assert chair.times("nibp_stale") == [420]
+
+
+def test_the_next_reading_confirms_within_the_interval_plus_the_margin(
+    kind: EvaluatorKind,
+) -> None:
+    chair = Chair(kind)  # interval 300 s + margin 120 s: 420 s
+    chair.nibp(0, 184, 90)
+    chair.nibp(421, 186, 90)  # one second too late: a new first reading
+    assert chair.times("sbp_high_high") == []
+    chair.nibp(841, 183, 90)  # 420 s after the reading at 421: confirmed
+    assert chair.times("sbp_high_high") == [841]
+
+
+def test_a_reading_below_the_limit_breaks_the_pair(kind: EvaluatorKind) -> None:
+    chair = Chair(kind)
+    chair.nibp(0, 184, 90)
+    chair.nibp(300, 175, 90)  # the next reading is below 180: not confirmed
+    chair.nibp(600, 184, 90)  # a new first reading
+    assert chair.times("sbp_high_high") == []
+    chair.nibp(660, 181, 90)  # an explicit repeat a minute later confirms
+    assert chair.times("sbp_high_high") == [660]
+
+
+@pytest.mark.parametrize(
+    ("phase", "interval", "confirmed_at", "too_late"),
+    [
+        (Phase.INFUSION, 600.0, 720, 721),  # the session's own setting: 10 min + 2 min
+        (Phase.RECOVERY, None, 1020, 1021),  # the phase default: 15 min + 2 min
+        (Phase.INFUSION, 60.0, 180, 181),  # 1 min + 2 min = the explicit repeat's 3 min
+        (Phase.INFUSION, 0.0, 180, 181),  # no schedule: the explicit repeat only
+    ],
+)
+def test_the_confirmation_window_follows_the_sessions_cuff_interval(
+    kind: EvaluatorKind,
+    phase: Phase,
+    interval: float | None,
+    confirmed_at: float,
+    too_late: float,
+) -> None:
+    for second, expected in ((confirmed_at, [confirmed_at]), (too_late, [])):
+        chair = Chair(kind, phase=phase)
+        chair.engine.set_nibp_interval(KEY, interval)
+        chair.nibp(0, 185, 90)
+        chair.nibp(second, 185, 90)
+        assert chair.times("sbp_high_high") == expected, (second, chair.events("sbp_high_high"))
 
 
 def test_the_crisis_tier_needs_no_confirmation(kind: EvaluatorKind) -> None:
