@@ -45,8 +45,9 @@ class SampleBatch:
     The session index is the engine's (`AlarmEngine.session_index`); the vital index is the
     position in `Vital` (`VITAL_INDEX`). `time` (epoch seconds) is when the sample counts on
     Vigil's clock, preferably its receive time (see docs/ALARMS.md); `measured` is the
-    device's own time of the measurement (default: `time`). A sample whose measurement time
-    repeats the last one of its session and vital is a duplicate (a republished reading).
+    device's own time of the measurement (default: `time`). A sample that shares its time or
+    its measurement time with the previous sample of its session and vital is a duplicate
+    (a republished reading, a resent sample) and is ignored: the first received counts.
     """
 
     session: NDArray[np.int64]

@@ -177,7 +177,8 @@ class VectorEvaluator:
         self._last_usable = np.full((N_VITALS, cap), -np.inf)
         self._cuff_until = np.full((N_VITALS, cap), -np.inf)  # absence explained by the cuff
         self._pair_stamp = np.zeros((N_VITALS, cap), dtype=np.int64)  # repeat detection
-        self._last_measured = np.full((N_VITALS, cap), NAN)  # of the last sample applied
+        self._last_time = np.full((N_VITALS, cap), NAN)  # of the vital's last sample
+        self._last_measured = np.full((N_VITALS, cap), NAN)
         self._safe_lo = np.full((N_VITALS, cap), np.inf)  # the band where no rule holds
         self._safe_hi = np.full((N_VITALS, cap), -np.inf)
         self._busy = np.zeros((N_VITALS, cap), dtype=bool)
@@ -219,6 +220,7 @@ class VectorEvaluator:
         self._last_usable = _grow(self._last_usable, cap, -np.inf, 1)
         self._cuff_until = _grow(self._cuff_until, cap, -np.inf, 1)
         self._pair_stamp = _grow(self._pair_stamp, cap, 0, 1)
+        self._last_time = _grow(self._last_time, cap, NAN, 1)
         self._last_measured = _grow(self._last_measured, cap, NAN, 1)
         self._safe_lo = _grow(self._safe_lo, cap, np.inf, 1)
         self._safe_hi = _grow(self._safe_hi, cap, -np.inf, 1)
@@ -249,6 +251,7 @@ class VectorEvaluator:
         self._base_count[:, i] = 0
         self._last_usable[:, i] = -np.inf
         self._cuff_until[:, i] = -np.inf
+        self._last_time[:, i] = NAN
         self._last_measured[:, i] = NAN
         self._busy[:, i] = False
         self._tech_active[:, i] = False
@@ -410,28 +413,30 @@ class VectorEvaluator:
         return events
 
     def _duplicates(self, flat: I64, t: F64, m: F64, repeats: bool) -> Bool:
-        """Samples whose measurement time repeats the last one applied for their session and
-        vital (in processing order: time, then input order); remembers the last ones."""
-        last = self._last_measured.reshape(-1)
+        """Samples that share their time or their measurement time with the sample of their
+        session and vital just before them (in processing order: time, then input order);
+        remembers each (vital, session)'s last sample for the next batch."""
+        last_t = self._last_time.reshape(-1)
+        last_m = self._last_measured.reshape(-1)
         if not repeats:  # one sample per (vital, session): compare with the stored one
-            duplicate: Bool = m == last[flat]
-            last[flat] = m
+            duplicate: Bool = (t == last_t[flat]) | (m == last_m[flat])
+            last_t[flat], last_m[flat] = t, m
             return duplicate
-        # By (vital, session), then time, then input order: a sample repeats the one before
-        # it (a duplicate repeats the last sample applied, so comparing neighbours suffices).
+        # By (vital, session), then time, then input order; each sample against the one
+        # before it in its group, the first against the stored one.
         n = len(flat)
         o = np.lexsort((np.arange(n), t, flat))
-        fo, mo = flat[o], m[o]
+        fo, to, mo = flat[o], t[o], m[o]
         first = np.ones(n, dtype=bool)
         first[1:] = fo[1:] != fo[:-1]
-        previous = np.empty(n)
-        previous[1:] = mo[:-1]
-        previous[first] = last[fo[first]]
+        before_t, before_m = np.empty(n), np.empty(n)
+        before_t[1:], before_m[1:] = to[:-1], mo[:-1]
+        before_t[first], before_m[first] = last_t[fo[first]], last_m[fo[first]]
         duplicate = np.empty(n, dtype=bool)
-        duplicate[o] = mo == previous
+        duplicate[o] = (to == before_t) | (mo == before_m)
         final = np.ones(n, dtype=bool)
         final[:-1] = first[1:]
-        last[fo[final]] = mo[final]
+        last_t[fo[final]], last_m[fo[final]] = to[final], mo[final]
         return duplicate
 
     def _vital(

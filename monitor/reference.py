@@ -38,7 +38,7 @@ class _Session:
     last_any: float = -math.inf
     last_usable: dict[Vital, float] = field(default_factory=dict)
     last_accounted: dict[Vital, float] = field(default_factory=dict)
-    last_measured: dict[Vital, float] = field(default_factory=dict)  # of the last sample
+    last_sample: dict[Vital, tuple[float, float]] = field(default_factory=dict)  # time, measured
     nibp_interval: float | None = None
     failures: int = 0
     low_signal: bool = False
@@ -157,10 +157,11 @@ class ReferenceEvaluator:
             if session is None or quality & SampleQuality.UNBOUND:
                 continue
             vital = VITALS_ORDER[int(batch.vital[i])]
-            measured = float(batch.measured[i])
-            if session.last_measured.get(vital) == measured:
-                continue  # the same measurement again (a republished reading): not a sample
-            session.last_measured[vital] = measured
+            time, measured = float(batch.time[i]), float(batch.measured[i])
+            last_time, last_measured = session.last_sample.get(vital, (NAN, NAN))
+            session.last_sample[vital] = (time, measured)
+            if time == last_time or measured == last_measured:
+                continue  # the same instant or the same measurement again: not a new sample
             self._apply(
                 index, session, vital, float(batch.value[i]), float(batch.time[i]), quality, events
             )
