@@ -3,8 +3,11 @@
 Both evaluators, the numpy one (`monitor.evaluator`) and the scalar reference
 (`monitor.reference`), implement `Evaluator` with the same semantics:
 
-* Samples are applied per session in time order (ties: input order), perfusion index
-  before the vitals it gates. A sample is *usable* when its value is finite and it carries
+* Samples are applied per session in time order, perfusion index first among samples of
+  one time (an *instant*), whose order otherwise does not matter. A sample that shares its
+  time or its measurement time with the previous sample of its session and vital is a
+  duplicate and is dropped before anything else (the first received counts), so each vital
+  has at most one sample per instant. A sample is *usable* when its value is finite and it carries
   none of the protocol's untrusted flags (``low_perfusion`` is ignored on the perfusion index
   itself: it is what the index measures); samples of a gated vital also need the low-signal
   check to be inactive at that moment. Samples flagged UNBOUND are dropped.
