@@ -3,8 +3,11 @@
 Both evaluators, the numpy one (`monitor.evaluator`) and the scalar reference
 (`monitor.reference`), implement `Evaluator` with the same semantics:
 
-* Samples are applied per session in time order (ties: input order), perfusion index
-  before the vitals it gates. A sample is *usable* when its value is finite and it carries
+* Samples are applied per session in time order, perfusion index first among samples of
+  one time (an *instant*), whose order otherwise does not matter. A sample that shares its
+  time or its measurement time with the previous sample of its session and vital is a
+  duplicate and is dropped before anything else (the first received counts), so each vital
+  has at most one sample per instant. A sample is *usable* when its value is finite and it carries
   none of the protocol's untrusted flags (``low_perfusion`` is ignored on the perfusion index
   itself: it is what the index measures); samples of a gated vital also need the low-signal
   check to be inactive at that moment. Samples flagged UNBOUND are dropped.
@@ -39,11 +42,15 @@ N_VITALS = len(VITALS_ORDER)
 
 @dataclass(frozen=True)
 class SampleBatch:
-    """Samples as parallel arrays: session index, vital index, value, time, quality mask.
+    """Samples as parallel arrays: session index, vital index, value, time, quality mask and
+    measurement time.
 
     The session index is the engine's (`AlarmEngine.session_index`); the vital index is the
-    position in `Vital` (`VITAL_INDEX`). Times are epoch seconds, preferably Vigil's receive
-    time (see docs/ALARMS.md).
+    position in `Vital` (`VITAL_INDEX`). `time` (epoch seconds) is when the sample counts on
+    Vigil's clock, preferably its receive time (see docs/ALARMS.md); `measured` is the
+    device's own time of the measurement (default: `time`). A sample that shares its time or
+    its measurement time with the previous sample of its session and vital is a duplicate
+    (a republished reading, a resent sample) and is ignored: the first received counts.
     """
 
     session: NDArray[np.int64]
@@ -51,6 +58,7 @@ class SampleBatch:
     value: NDArray[np.float64]
     time: NDArray[np.float64]
     quality: NDArray[np.int64]
+    measured: NDArray[np.float64]
 
     @classmethod
     def from_arrays(
@@ -60,6 +68,7 @@ class SampleBatch:
         value: ArrayLike,
         time: ArrayLike,
         quality: ArrayLike | None = None,
+        measured: ArrayLike | None = None,
     ) -> SampleBatch:
         s = np.asarray(session, dtype=np.int64).ravel()
         v = np.asarray(vital, dtype=np.int64).ravel()
@@ -70,23 +79,28 @@ class SampleBatch:
             if quality is None
             else np.asarray(quality, dtype=np.int64).ravel()
         )
-        if not len(s) == len(v) == len(x) == len(t) == len(q):
+        m = t if measured is None else np.asarray(measured, dtype=np.float64).ravel()
+        if not len(s) == len(v) == len(x) == len(t) == len(q) == len(m):
             raise ValueError("sample arrays must have the same length")
         if len(v) and (v.min() < 0 or v.max() >= N_VITALS):
             raise ValueError(f"vital index out of range 0..{N_VITALS - 1}")
         if not np.isfinite(t).all():
             raise ValueError("sample times must be finite")
-        return cls(s, v, x, t, q)
+        if measured is not None and not np.isfinite(m).all():
+            raise ValueError("measurement times must be finite")
+        return cls(s, v, x, t, q, m)
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]]) -> SampleBatch:
-        """From (session index, vital, value, time[, quality]) rows, the vital as a `Vital`, its
-        code ("spo2") or its index; for tests and small batches, not the hot path."""
+        """From (session index, vital, value, time[, quality[, measured]]) rows, the vital as
+        a `Vital`, its code ("spo2") or its index; for tests and small batches, not the hot
+        path. A row without a measurement time is measured at its time."""
         s: list[int] = []
         v: list[int] = []
         x: list[float] = []
         t: list[float] = []
         q: list[int] = []
+        m: list[float] = []
         for row in rows:
             s.append(row[0])
             vital = row[1]
@@ -94,7 +108,8 @@ class SampleBatch:
             x.append(row[2])
             t.append(row[3])
             q.append(int(row[4]) if len(row) > 4 else 0)
-        return cls.from_arrays(s, v, x, t, q)
+            m.append(row[5] if len(row) > 5 else row[3])
+        return cls.from_arrays(s, v, x, t, q, m)
 
     def __len__(self) -> int:
         return len(self.session)

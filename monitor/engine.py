@@ -139,9 +139,11 @@ class AlarmEngine:
         """The session moved to another phase; rules that no longer apply clear."""
         index = self.session_index(key)
         self._phases[key] = phase
+        if self._combination is not None:
+            self._combination.set_phase(index, phase)
         out = self._conditions(self._evaluator.set_phase(index, phase, time))
         if self._combination is not None:
-            change = self._combination.set_phase(index, phase, time)
+            change = self._combination.evaluate(index, time)
             if change is not None:
                 out += self._lifecycle.apply(self._combination_change(key, change))
         return out
@@ -219,6 +221,10 @@ class AlarmEngine:
     def tick(self, now: float) -> list[AlarmTransition]:
         """Let time pass: technical no-data alarms, escalation, end of audio pauses."""
         out = self._conditions(self._evaluator.tick(now))
+        if self._combination is not None:
+            for change in self._combination.due(now):
+                key = self.session_key(change.session)
+                out += self._lifecycle.apply(self._combination_change(key, change))
         return out + self._lifecycle.tick(now)
 
     def report_nibp_failure(self, key: str, time: float) -> list[AlarmTransition]:
@@ -329,52 +335,70 @@ class AlarmEngine:
     # --- condition events → alarm records -------------------------------------------------
 
     def _conditions(self, events: list[ConditionEvent]) -> list[AlarmTransition]:
+        """Alarm records for condition events, instant by instant: all events of one session
+        at one time first, then the combination once on the state after that instant."""
         events.sort(key=event_order)  # stable: one check's events keep their order
         out: list[AlarmTransition] = []
-        for event in events:
+        combination = self._combination
+        touched = False  # a rule condition of the current instant changed
+        for n, event in enumerate(events):
             key = self.session_key(event.session)
             if event.check < self._n_rules:
-                rule = self.protocol.rules[event.check]
-                text = ""
-                if event.active:
-                    baseline = None
-                    if rule.relative_to_baseline:
-                        baseline = event.limit - self._limits[key].limit(rule.id)
-                    text = rule_text(rule, event.value, event.limit, baseline)
-                change = ConditionChange(
-                    key,
-                    rule.id,
-                    AlarmKind.PHYSIOLOGICAL,
-                    rule.priority,
-                    event.active,
-                    event.time,
-                    _opt(event.value),
-                    _opt(event.limit),
-                    text,
-                )
+                change = self._rule_change(key, event)
                 out += self._lifecycle.apply(change)
-                if self._combination is not None:
-                    combo = self._combination.update(
-                        event.session, event.check, event.active, text, event.time
-                    )
-                    if combo is not None:
-                        out += self._lifecycle.apply(self._combination_change(key, combo))
+                if combination is not None:
+                    combination.set_condition(event.session, event.check, event.active, change.text)
+                    touched = True
             else:
-                check = self.protocol.technical[event.check - self._n_rules]
-                text = technical_text(check, event.value, event.limit) if event.active else ""
-                change = ConditionChange(
-                    key,
-                    check.id,
-                    AlarmKind.TECHNICAL,
-                    check.priority,
-                    event.active,
-                    event.time,
-                    _opt(event.value) if math.isfinite(event.value) else None,
-                    _opt(event.limit) if math.isfinite(event.limit) else None,
-                    text,
-                )
-                out += self._lifecycle.apply(change)
+                out += self._lifecycle.apply(self._technical_change(key, event))
+            following = events[n + 1] if n + 1 < len(events) else None
+            instant_ends = (
+                following is None
+                or following.session != event.session
+                or following.time != event.time
+            )
+            if touched and instant_ends:
+                assert combination is not None
+                touched = False
+                combo = combination.evaluate(event.session, event.time)
+                if combo is not None:
+                    out += self._lifecycle.apply(self._combination_change(key, combo))
         return out
+
+    def _rule_change(self, key: str, event: ConditionEvent) -> ConditionChange:
+        rule = self.protocol.rules[event.check]
+        text = ""
+        if event.active:
+            baseline = None
+            if rule.relative_to_baseline:
+                baseline = event.limit - self._limits[key].limit(rule.id)
+            text = rule_text(rule, event.value, event.limit, baseline)
+        return ConditionChange(
+            key,
+            rule.id,
+            AlarmKind.PHYSIOLOGICAL,
+            rule.priority,
+            event.active,
+            event.time,
+            _opt(event.value),
+            _opt(event.limit),
+            text,
+        )
+
+    def _technical_change(self, key: str, event: ConditionEvent) -> ConditionChange:
+        check = self.protocol.technical[event.check - self._n_rules]
+        text = technical_text(check, event.value, event.limit) if event.active else ""
+        return ConditionChange(
+            key,
+            check.id,
+            AlarmKind.TECHNICAL,
+            check.priority,
+            event.active,
+            event.time,
+            _opt(event.value) if math.isfinite(event.value) else None,
+            _opt(event.limit) if math.isfinite(event.limit) else None,
+            text,
+        )
 
     def _combination_change(self, key: str, change: CombinationChange) -> ConditionChange:
         rule = self.protocol.combination

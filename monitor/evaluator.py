@@ -177,7 +177,9 @@ class VectorEvaluator:
         self._base_count = np.zeros((N_VITALS, cap), dtype=np.int64)
         self._last_usable = np.full((N_VITALS, cap), -np.inf)
         self._cuff_until = np.full((N_VITALS, cap), -np.inf)  # absence explained by the cuff
-        self._pair_stamp = np.zeros((N_VITALS, cap), dtype=np.int64)  # duplicate detection
+        self._pair_stamp = np.zeros((N_VITALS, cap), dtype=np.int64)  # repeat detection
+        self._last_time = np.full((N_VITALS, cap), NAN)  # of the vital's last sample
+        self._last_measured = np.full((N_VITALS, cap), NAN)
         self._safe_lo = np.full((N_VITALS, cap), np.inf)  # the band where no rule holds
         self._safe_hi = np.full((N_VITALS, cap), -np.inf)
         self._busy = np.zeros((N_VITALS, cap), dtype=bool)
@@ -219,6 +221,8 @@ class VectorEvaluator:
         self._last_usable = _grow(self._last_usable, cap, -np.inf, 1)
         self._cuff_until = _grow(self._cuff_until, cap, -np.inf, 1)
         self._pair_stamp = _grow(self._pair_stamp, cap, 0, 1)
+        self._last_time = _grow(self._last_time, cap, NAN, 1)
+        self._last_measured = _grow(self._last_measured, cap, NAN, 1)
         self._safe_lo = _grow(self._safe_lo, cap, np.inf, 1)
         self._safe_hi = _grow(self._safe_hi, cap, -np.inf, 1)
         self._busy = _grow(self._busy, cap, False, 1)
@@ -248,6 +252,8 @@ class VectorEvaluator:
         self._base_count[:, i] = 0
         self._last_usable[:, i] = -np.inf
         self._cuff_until[:, i] = -np.inf
+        self._last_time[:, i] = NAN
+        self._last_measured[:, i] = NAN
         self._busy[:, i] = False
         self._tech_active[:, i] = False
         self._armed[:, i] = time
@@ -374,18 +380,25 @@ class VectorEvaluator:
             keep = self._live[s]
         if (q & _UNBOUND).any():
             keep &= (q & _UNBOUND) == 0
+        m = batch.measured
         if not keep.all():
-            s, v, x, t, q = s[keep], v[keep], x[keep], t[keep], q[keep]
+            s, v, x, t, q, m = s[keep], v[keep], x[keep], t[keep], q[keep], m[keep]
             if len(s) == 0:
                 return events
-        np.maximum.at(self._last_any, s, t)  # device-silent clock: order does not matter
-        usable = sample_usable(x, q, self._untrusted[v])
         # Does any session send one vital twice? Then that vital is applied in layers.
         positions = np.arange(len(s))
         pairs = self._pair_stamp.reshape(-1)
         flat = v * self._cap + s
         pairs[flat] = positions
         repeats = bool((pairs[flat] != positions).any())
+        duplicate = self._duplicates(flat, t, m, repeats)
+        if duplicate.any():  # the same measurement again: not a sample at all
+            keep = ~duplicate
+            s, v, x, t, q = s[keep], v[keep], x[keep], t[keep], q[keep]
+            if len(s) == 0:
+                return events
+        np.maximum.at(self._last_any, s, t)  # device-silent clock: order does not matter
+        usable = sample_usable(x, q, self._untrusted[v])
         present = np.bincount(v, minlength=N_VITALS)
         gate = _Gate()
         for vi in self._vital_order:
@@ -399,6 +412,33 @@ class VectorEvaluator:
                 sel = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx
             self._vital(vi, s[sel], x[sel], t[sel], q[sel], usable[sel], repeats, gate, events)
         return events
+
+    def _duplicates(self, flat: I64, t: F64, m: F64, repeats: bool) -> Bool:
+        """Samples that share their time or their measurement time with the sample of their
+        session and vital just before them (in processing order: time, then input order);
+        remembers each (vital, session)'s last sample for the next batch."""
+        last_t = self._last_time.reshape(-1)
+        last_m = self._last_measured.reshape(-1)
+        if not repeats:  # one sample per (vital, session): compare with the stored one
+            duplicate: Bool = (t == last_t[flat]) | (m == last_m[flat])
+            last_t[flat], last_m[flat] = t, m
+            return duplicate
+        # By (vital, session), then time, then input order; each sample against the one
+        # before it in its group, the first against the stored one.
+        n = len(flat)
+        o = np.lexsort((np.arange(n), t, flat))
+        fo, to, mo = flat[o], t[o], m[o]
+        first = np.ones(n, dtype=bool)
+        first[1:] = fo[1:] != fo[:-1]
+        before_t, before_m = np.empty(n), np.empty(n)
+        before_t[1:], before_m[1:] = to[:-1], mo[:-1]
+        before_t[first], before_m[first] = last_t[fo[first]], last_m[fo[first]]
+        duplicate = np.empty(n, dtype=bool)
+        duplicate[o] = (to == before_t) | (mo == before_m)
+        final = np.ones(n, dtype=bool)
+        final[:-1] = first[1:]
+        last_t[fo[final]], last_m[fo[final]] = to[final], mo[final]
+        return duplicate
 
     def _vital(
         self,
@@ -566,7 +606,12 @@ class VectorEvaluator:
         new_onset = np.where(pending & no_onset, tt, onset)
         fire = pending & (tt - new_onset >= b.delay)
         if b.any_confirm:
-            prior = ~no_onset & (tt - onset <= b.confirm)
+            # The next scheduled reading (interval + margin) or an explicit repeat confirms
+            # (`Protocol.confirm_window`); with no schedule only the explicit repeat.
+            interval = self._interval[rows][:, None]
+            margin = self.protocol.nibp_confirm_margin_s
+            window = np.where(interval > 0, np.maximum(b.confirm, interval + margin), b.confirm)
+            prior = ~no_onset & (tt - onset <= window)
             fire = np.where(b.is_confirm, pending & prior, fire)
             new_onset = np.where(b.is_confirm & pending & ~prior, tt, new_onset)
         new_onset = np.where((idle & ~bad) | fire | clear, NAN, new_onset)

@@ -360,6 +360,9 @@ class Protocol:
     baseline_readings: int
     nibp_interval_s: Mapping[Phase, float]
     source: str = "<string>"
+    # A confirming NIBP reading may come up to the session's NIBP interval plus this long
+    # after the first (see `confirm_window`).
+    nibp_confirm_margin_s: float = 120.0
     workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
 
     @property
@@ -407,6 +410,19 @@ class Protocol:
         if len(readings) < n:
             return None
         return float(np.mean(np.asarray(readings[len(readings) - n :], dtype=np.float64)))
+
+    def confirm_window(self, rule: Rule, interval: float) -> float | None:
+        """How long after a first qualifying reading a second one still confirms a rule.
+
+        The next scheduled reading (the session's NIBP `interval` plus the margin) or an
+        explicit repeat (the rule's `confirm_within_s`), whichever allows longer; with no
+        schedule (interval 0) only the explicit window. None: the rule needs no confirmation.
+        """
+        if rule.confirm_within_s is None:
+            return None
+        if interval > 0:
+            return max(rule.confirm_within_s, interval + self.nibp_confirm_margin_s)
+        return rule.confirm_within_s
 
 
 class ProtocolError(ValueError):
@@ -709,8 +725,10 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
 
     nibp = top.sub("nibp")
     intervals: dict[Phase, float] = {}
+    confirm_margin = 120.0
     if nibp is not None:
-        nibp.check_keys({"interval_s"})
+        nibp.check_keys({"interval_s", "confirm_margin_s"})
+        confirm_margin = nibp.number("confirm_margin_s", confirm_margin, minimum=0)
         for raw_phase, seconds in nibp.inline("interval_s").items():
             try:
                 phase = Phase(raw_phase)
@@ -734,6 +752,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         nibp_interval_s=intervals,
         source=source,
         workflow=_read_workflow(top, ids),
+        nibp_confirm_margin_s=confirm_margin,
     )
 
 

@@ -44,6 +44,7 @@ class _Session:
     last_any: float = -math.inf
     last_usable: dict[Vital, float] = field(default_factory=dict)
     last_accounted: dict[Vital, float] = field(default_factory=dict)
+    last_sample: dict[Vital, tuple[float, float]] = field(default_factory=dict)  # time, measured
     nibp_interval: float | None = None
     failures: int = 0
     low_signal: bool = False
@@ -162,6 +163,11 @@ class ReferenceEvaluator:
             if session is None or quality & SampleQuality.UNBOUND:
                 continue
             vital = VITALS_ORDER[int(batch.vital[i])]
+            time, measured = float(batch.time[i]), float(batch.measured[i])
+            last_time, last_measured = session.last_sample.get(vital, (NAN, NAN))
+            session.last_sample[vital] = (time, measured)
+            if time == last_time or measured == last_measured:
+                continue  # the same instant or the same measurement again: not a new sample
             self._apply(
                 index, session, vital, float(batch.value[i]), float(batch.time[i]), quality, events
             )
@@ -263,8 +269,9 @@ class ReferenceEvaluator:
         if not rule.op.holds(value, limit):
             state.onset = NAN
             return
-        if rule.confirm_within_s is not None:
-            confirmed = not math.isnan(state.onset) and time - state.onset <= rule.confirm_within_s
+        window = self.protocol.confirm_window(rule, self._nibp_interval(session))
+        if window is not None:
+            confirmed = not math.isnan(state.onset) and time - state.onset <= window
             if not confirmed:
                 state.onset = time
                 return
@@ -309,11 +316,15 @@ class ReferenceEvaluator:
         if check.kind is TechnicalKind.NO_VALUE:
             assert check.vital is not None
             return session.last_accounted.get(check.vital, -math.inf), check.window_s, True
-        interval = session.nibp_interval
-        if interval is None:
-            interval = self.protocol.nibp_interval(session.phase)
+        interval = self._nibp_interval(session)
         last = session.last_usable.get(Vital.NIBP_SYS, -math.inf)
         return last, interval + check.grace_s, interval > 0
+
+    def _nibp_interval(self, session: _Session) -> float:
+        """The session's NIBP interval: its own setting, else the phase's default."""
+        if session.nibp_interval is not None:
+            return session.nibp_interval
+        return self.protocol.nibp_interval(session.phase)
 
     # --- technical states -----------------------------------------------------------------
 

@@ -234,6 +234,7 @@ class AlarmService:
         values: list[float] = []
         times: list[float] = []
         qualities: list[int] = []
+        measured: list[float] = []  # the device's own times: a reading is new only if its time is
         for batch in batches:
             index = self.engine.session_index(str(batch.session_id))
             observations = batch.observations
@@ -246,7 +247,8 @@ class AlarmService:
             values += [o.value for o in observations]
             times += [o.device_time.timestamp() + offset for o in observations]
             qualities += [int(o.quality) for o in observations]
-        return SampleBatch.from_arrays(sessions, vitals, values, times, qualities)
+            measured += [o.device_time.timestamp() for o in observations]
+        return SampleBatch.from_arrays(sessions, vitals, values, times, qualities, measured)
 
     def _new_baselines(self, batches: list[StoredBatch]) -> list[AlarmWrite]:
         """Baselines the engine derived from these batches that are not stored yet."""

@@ -84,6 +84,15 @@ def test_default_protocol_matches_the_brief() -> None:
     assert tech[TechnicalKind.NIBP_FAILED].consecutive == 2
     assert tech[TechnicalKind.LOW_SIGNAL].limit == 0.4
     assert (p.nibp_interval(Phase.INFUSION), p.nibp_interval(Phase.RECOVERY)) == (300, 900)
+    # sbp_high_high: the next scheduled reading (interval + 120 s) or a repeat within 3 min.
+    high = p.rule("sbp_high_high")
+    assert [p.confirm_window(high, interval) for interval in (0, 60, 300, 900)] == [
+        180,
+        180,
+        420,
+        1020,
+    ]
+    assert p.confirm_window(p.rule("sbp_high_crisis"), 300) is None
     assert p.lifecycle.latching == {Priority.HIGH, Priority.CRISIS}
     assert p.combination is not None
     assert p.combination.priority is Priority.HIGH
@@ -123,6 +132,10 @@ CASES = [
     ("[baseline]\n", "[alarms]\nx = 1\n[baseline]\n", None, "alarms", None, "unknown key"),
     ('audio_pause_s = 120', 'audio_pause_s = 0', None, "audio_pause_s", "audio_pause_s = 0",
      "greater than 0"),
+    ("confirm_margin_s = 120", "confirm_margin_s = -1", None, "confirm_margin_s",
+     "confirm_margin_s = -1", "at least 0"),
+    ("confirm_margin_s = 120", "confirm_margin = 120", None, "confirm_margin", None,
+     "unknown key (allowed: confirm_margin_s, interval_s)"),
 ]  # fmt: skip
 
 
