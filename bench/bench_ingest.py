@@ -454,13 +454,22 @@ LATENCY_OBS_PER_POST = 3
 _BATCH_VITALS = (("hr", "/min", 72.0), ("spo2", "%", 97.0), ("pr", "/min", 73.0), ("pi", "%", 2.5))
 
 
+# Where each device's catch-up stands: its next post goes on from there. Vigil stores one
+# sample per device, vital and device time (a resend is answered as duplicates), so posts
+# whose seconds overlapped would not all be stored, and the row count would not add up.
+_CATCH_UP: dict[str, datetime] = {}
+
+
 def batch_body(device: str, size: int, now: datetime) -> bytes:
-    """`size` observations: a gateway catching up, four vitals per past second."""
+    """`size` observations: a gateway catching up, four vitals per past second, each post
+    of a device on from where its last one ended (starting a day back)."""
     ticks = -(-size // len(_BATCH_VITALS))
+    start = _CATCH_UP.get(device, now - timedelta(days=1))
+    _CATCH_UP[device] = start + timedelta(seconds=ticks)
     observations = []
     for k in range(size):
         vital, unit, value = _BATCH_VITALS[k % len(_BATCH_VITALS)]
-        stamp = iso_ms(now - timedelta(seconds=ticks - k // len(_BATCH_VITALS)))
+        stamp = iso_ms(start + timedelta(seconds=k // len(_BATCH_VITALS)))
         observations.append({"vital": vital, "value": value, "unit": unit, "device_time": stamp})
     return json.dumps({"device_id": device, "observations": observations}).encode()
 

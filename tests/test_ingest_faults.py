@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from websockets.sync.client import connect
 
 import app.events
@@ -32,11 +33,13 @@ from app.ingest.repository import PendingBatch, store_batches
 from app.ingest.service import IngestService
 from app.main import create_app
 from app.settings import Settings
+from app.sites.demo import seed_demo
+from app.storage import migrate
 from app.storage.db import Database
 from app.storage.models import Device, Sample
 from app.timeutil import utcnow
 from monitor.vitals import SampleQuality, Vital
-from tests.conftest import Clinic, LiveServer
+from tests.conftest import REPO, Clinic, LiveServer
 from tests.test_group_commit import write_lock_held
 from tests.test_live_server import next_of, site_url
 
@@ -90,6 +93,63 @@ def refuse_poison_in_the_database(url: str) -> None:
                         f" CHECK (value <> {POISON_VALUE})"
                     )
                 )
+    finally:
+        engine.dispose()
+
+
+# --- the schema: one sample per device, vital and device time -------------------------
+
+
+def test_the_migration_keeps_the_first_of_samples_stored_twice(database_url: str) -> None:
+    """Rows stored twice before the unique index existed (resends) are resolved as ingest
+    now resolves them: the earliest row of a moment stays, and the index is built."""
+    migrate.upgrade(database_url, REPO / "alembic", "0004")
+    at = datetime(2026, 11, 25, 10, 15, 30, tzinfo=UTC)
+    db = Database(database_url)
+    try:
+        with db.session() as session:
+            seed_demo(session, chairs=2)
+            devices = session.scalars(select(Device.id).order_by(Device.id)).all()
+            for device_id, vital, value, moment in [
+                (devices[0], "hr", 70, at),
+                (devices[0], "hr", 71, at),  # a second value for the same moment
+                (devices[0], "hr", 70, at),  # a resend
+                (devices[0], "hr", 80, at + timedelta(seconds=1)),
+                (devices[0], "spo2", 97, at),
+                (devices[1], "hr", 70, at),
+            ]:
+                unit = "%" if vital == "spo2" else "/min"
+                session.add(
+                    Sample(
+                        device_id=device_id,
+                        vital=vital,
+                        value=value,
+                        unit=unit,
+                        device_time=moment,
+                        received_time=moment,
+                        quality=0,
+                    )
+                )
+            session.commit()
+    finally:
+        db.close()
+    migrate.upgrade(database_url, REPO / "alembic")
+    assert [(vital, value, moment) for _, vital, value, moment in stored_rows(database_url)] == [
+        ("hr", 70, at),
+        ("hr", 80, at + timedelta(seconds=1)),
+        ("spo2", 97, at),
+        ("hr", 70, at),
+    ]
+    engine = create_engine(database_url)
+    try:
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO samples (device_id, vital, value, unit, device_time,"
+                    " received_time, quality) SELECT device_id, vital, 99, unit, device_time,"
+                    " received_time, quality FROM samples WHERE value = 80"
+                )
+            )
     finally:
         engine.dispose()
 
