@@ -41,6 +41,7 @@ from app.adapters.base import (
 )
 from app.adapters.events import ConnectionState
 from app.errors import FieldProblem, InvalidRequest, VigilError
+from app.observability.metrics import door_answered
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class MqttAdapter(BaseAdapter):
         try:
             if leaf == "observations":
                 reply = await self._batch(device_id, payload)
+                door_answered("mqtt", reply["status"])
                 await client.publish(
                     self.topic(device_id, "ack"),
                     json.dumps(reply, separators=(",", ":")),

@@ -60,6 +60,8 @@ class AlarmService:
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    last_tick: float | None = None  # time.monotonic() of the ticker's last turn (readiness)
+
     async def start(self) -> None:
         """Watch every open session, restore live alarms and overrides, start ticking."""
         now = time.time()
@@ -74,6 +76,7 @@ class AlarmService:
                 self.engine.set_baseline(str(session_id), Vital(vital), value)
                 self._baselines[(str(session_id), Vital(vital))] = value
         self._ticker = asyncio.create_task(self._tick_forever(), name="vigil-alarm-tick")
+        self.last_tick = time.monotonic()
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -102,6 +105,7 @@ class AlarmService:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            self.last_tick = time.monotonic()
             try:
                 await self._commit(self.engine.tick(time.time()))
             except Exception:  # a bad tick must not stop alarm evaluation for good

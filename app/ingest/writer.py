@@ -12,6 +12,7 @@ import asyncio
 from app.errors import VigilError
 from app.events import StoredBatch
 from app.ingest.repository import PendingBatch, store_batches
+from app.observability.metrics import commit_timer
 from app.storage.db import Database
 
 MAX_GROUP = 256  # batches in one transaction; keeps one commit's latency bounded
@@ -34,7 +35,8 @@ class SampleWriter:
         while self._waiting:
             group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
             try:
-                results = await self._db.run_held(store_batches, [batch for batch, _ in group])
+                with commit_timer(len(group)):
+                    results = await self._db.run_held(store_batches, [batch for batch, _ in group])
             except Exception as exc:  # the whole transaction failed: every request hears it
                 for _, future in group:
                     if not future.done():
