@@ -46,6 +46,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import VigilError
+from monitor.protocol import AlarmKind, Priority
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -116,7 +117,8 @@ class VigilMetrics:
         )
         self.commit_seconds = Histogram(
             "vigil_ingest_commit_seconds",
-            "Duration of each group commit of the sample writer (one transaction).",
+            "Each group commit of the sample writer (one transaction), from handing it to "
+            "the database thread to its commit: waiting behind other database work included.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=registry,
         )
@@ -170,7 +172,10 @@ class VigilMetrics:
         self._messages: dict[tuple[str, str], Counter] = {}
         self._samples: dict[tuple[str, str], Counter] = {}
         self._published: dict[tuple[int, int], float] = {}  # (site, seq) → received, epoch s
-        for door in DOORS:  # every door's series exist from the start, at 0
+        for priority in Priority:  # every series exists from the start, at 0
+            for kind in AlarmKind:
+                self.alarms_raised.labels(priority.value, kind.value)
+        for door in DOORS:
             for outcome in ("accepted", *REFUSALS):
                 self._messages[door, outcome] = self.messages.labels(door, outcome)
                 self._samples[door, outcome] = self.samples.labels(door, outcome)
