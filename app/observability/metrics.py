@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
@@ -171,7 +172,9 @@ class VigilMetrics:
         registry.register(_LinkCollector(self))
         self._messages: dict[tuple[str, str], Counter] = {}
         self._samples: dict[tuple[str, str], Counter] = {}
-        self._published: dict[tuple[int, int], float] = {}  # (site, seq) → received, epoch s
+        # (site, seq) → received, epoch s; oldest first (popitem(last=False) is O(1), where a
+        # plain dict's first key is found by walking past every entry deleted before it).
+        self._published: OrderedDict[tuple[int, int], float] = OrderedDict()
         for priority in Priority:  # every series exists from the start, at 0
             for kind in AlarmKind:
                 self.alarms_raised.labels(priority.value, kind.value)
@@ -225,7 +228,7 @@ class VigilMetrics:
         published = self._published
         published[site_id, seq] = received_epoch
         if len(published) > PUBLISHED_KEPT:
-            del published[next(iter(published))]  # the oldest: dicts keep insertion order
+            published.popitem(last=False)
 
     def sent(self, site_id: int, seq: int) -> None:
         received = self._published.get((site_id, seq))
