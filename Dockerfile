@@ -23,6 +23,10 @@ RUN pip install . \
 USER vigil
 VOLUME ["/var/lib/vigil"]
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s \
+# Liveness, not readiness: Docker (and Swarm, and autoheal tools) restart an unhealthy
+# container, and a restart cures a wedged process but not a database or broker outage; it
+# would only blank every screen meanwhile. /readyz names those outages, for load balancers
+# and monitoring (README: "Health, readiness and metrics").
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
 CMD ["vigil", "serve", "--host", "0.0.0.0", "--port", "8000"]

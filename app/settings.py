@@ -152,6 +152,22 @@ class Settings(BaseSettings):
         "(https://vigil.example.org/auth/oidc/callback). Unset: built from the request.",
     )
 
+    # --- operations: metrics and readiness (issue 19) ---------------------------------------
+
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Prometheus sends to GET /metrics (Authorization: Bearer "
+        "<token>). Unset: /metrics answers 404.",
+    )
+    ready_database_timeout_s: float = Field(
+        default=2.0, gt=0, description="GET /readyz: how long the database may take to answer."
+    )
+    ready_max_tick_age_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="GET /readyz: the alarm ticker (1 s period) must have turned this recently.",
+    )
+
     @property
     def oidc_enabled(self) -> bool:
         return bool(self.oidc_issuer and self.oidc_client_id)

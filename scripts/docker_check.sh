@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build the Vigil image and check that it really serves: health and database, the
-# sign-in page, API sign-in with a first admin made by the image's CLI, the Dockerfile's
-# HEALTHCHECK, and a clean stop. Needs Docker (Linux engine: host networking) and curl.
+# Build the Vigil image and check that it really serves: liveness, readiness (database and
+# alarm ticker), Prometheus metrics behind their token, the sign-in page, API sign-in with
+# a first admin made by the image's CLI, the Dockerfile's HEALTHCHECK, and a clean stop.
+# Needs Docker (Linux engine: host networking) and curl. scripts/test.sh runs it when
+# `docker info` answers.
 #
 #   scripts/docker_check.sh [PORT]   # PORT for the first checks, default 18080
 #
@@ -34,7 +36,11 @@ cleanup() {
 trap cleanup EXIT
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
-run() { docker run -d --network host --name "$name" -v "$volume:/var/lib/vigil" "$image" "$@"; }
+metrics_token=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+run() {
+  docker run -d --network host --name "$name" -v "$volume:/var/lib/vigil" \
+    -e VIGIL_METRICS_TOKEN="$metrics_token" "$image" "$@"
+}
 
 # Stop the container; it must exit 0 without a traceback.
 stop_cleanly() {
@@ -63,6 +69,20 @@ health=$(curl -s -w ' HTTP %{http_code}' "$base/healthz") || fail "no answer on 
 echo "  /healthz: $health"
 [[ $health == *'"status":"ok"'*'"database":"sqlite"'*' HTTP 200' ]] || fail "/healthz: $health"
 ok "/healthz 200, status ok, database sqlite"
+ready=""
+for _ in $(seq 20); do
+  ready=$(curl -s -w ' HTTP %{http_code}' "$base/readyz") || true
+  [[ $ready == *' HTTP 200' ]] && break
+  sleep 0.5
+done
+[[ $ready == *'"status":"ready"'*'"database":{"ok":true'*'"alarm_tick":{"ok":true'*' HTTP 200' ]] ||
+  fail "/readyz: $ready"
+ok "/readyz 200: database and alarm ticker up"
+code=$(status "$base/metrics"); [ "$code" = 401 ] || fail "/metrics without the token: HTTP $code"
+scraped=$(curl -s -H "Authorization: Bearer $metrics_token" "$base/metrics")
+grep -q '^vigil_database_up 1.0$' <<<"$scraped" || fail "/metrics: no vigil_database_up 1.0"
+grep -q '^vigil_alarm_tick_age_seconds ' <<<"$scraped" || fail "/metrics: no alarm tick age"
+ok "/metrics: 401 without the token; with it, database up and the alarm tick age"
 docker exec "$name" test -s /var/lib/vigil/vigil.sqlite || fail "no database in /var/lib/vigil"
 ok "database file /var/lib/vigil/vigil.sqlite (volume $volume)"
 user=$(docker exec "$name" stat -c %U /proc/1)

@@ -52,4 +52,12 @@ echo "== mypy"; .venv/bin/mypy
 # The walls between packages (the contracts in pyproject.toml); run from the repository root,
 # which lint-imports puts on the import path.
 echo "== import-linter"; .venv/bin/lint-imports
+# The image, built and checked end to end, where a Docker engine answers. The one step that
+# may be skipped: no engine runs on the development machines; CI runners with Docker run it.
+echo "== docker"
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  ./scripts/docker_check.sh
+else
+  echo "docker check skipped: no Docker engine is available here (docker info failed)"
+fi
 echo "== pytest"; .venv/bin/pytest "$@"

@@ -103,8 +103,8 @@ MATRIX: dict[tuple[str, str], tuple[Role | None, str | None]] = {
     ("PATCH", "/api/v1/patients/{patient_id}"): (CLINICIAN, "patient"),
     ("GET", "/api/v1/review/sites/{site_id}/figures"): (CLINICIAN, "site"),
 }
-# Open to anyone: health for load balancers, and the doors to sign in.
-PUBLIC = {("GET", "/healthz"), ("POST", "/api/v1/auth/token")}
+# Open to anyone: liveness and readiness for load balancers, and the doors to sign in.
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/api/v1/auth/token")}
 # For devices, with a device credential (people's tokens are refused).
 DEVICE_ONLY = {("POST", "/api/v1/observations"), ("POST", "/api/v1/alerts")}
 RANK = {NURSE: 1, CLINICIAN: 2, ADMIN: 3}

@@ -23,6 +23,7 @@ from app.devices.schemas import DeviceRef as DeviceRef
 from app.errors import FieldProblem, InvalidRequest, NotAuthenticated, VigilError
 from app.events import DeviceAlert, StoredBatch
 from app.ingest.schemas import IngestAccepted, ObservationBatchIn
+from app.observability.metrics import enter_door
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,7 @@ class BaseAdapter(ABC):
         )
 
     async def _supervise(self) -> None:
+        enter_door(self.name)  # the batches this adapter hands to ingest are counted as its
         delay = self.restart_initial_s
         loop = asyncio.get_running_loop()
         while True:

@@ -49,6 +49,7 @@ from app.adapters.hl7_messages import (
     sniff_control_id,
 )
 from app.errors import InvalidRequest, NotFoundError, VigilError
+from app.observability.metrics import hl7_answered
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,7 @@ class Hl7Processor:
 
     def _finish(self, outcome: Outcome, encoding: str, charset: str) -> Outcome:
         """Write the ACK, in the message's own charset (MSH-18 says which)."""
+        hl7_answered(outcome.ack_code, outcome.error_code)
         if outcome.ack_code != "AA":
             # The reason goes to the sender only: it may quote the message's values.
             log.info(

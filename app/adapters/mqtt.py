@@ -46,6 +46,7 @@ from app.adapters.base import (
 )
 from app.adapters.events import ConnectionState
 from app.errors import FieldProblem, InvalidRequest, VigilError
+from app.observability.metrics import door_answered
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class MqttAdapter(BaseAdapter):
             if leaf in ("observations", "alerts"):
                 if leaf == "observations":
                     reply = await self._batch(device_id, payload)
+                    door_answered("mqtt", reply["status"])
                 else:
                     reply = await self._alert(device_id, payload)
                 await client.publish(

@@ -42,6 +42,7 @@ from app.adapters.base import (
 )
 from app.adapters.events import ConnectionState, LinkEvent
 from app.errors import FieldProblem, InvalidRequest, NotAuthenticated, VigilError
+from app.observability.metrics import door_answered
 from app.timeutil import utcnow
 
 ADAPTER_NAME = "websocket"
@@ -70,6 +71,7 @@ async def ingest_stream(websocket: WebSocket) -> None:
         while True:
             text = await websocket.receive_text()
             reply = await _handle(context, token.strip(), text, devices, peer)
+            door_answered("ws", reply["status"])
             await websocket.send_text(json.dumps(reply, separators=(",", ":")))
     except WebSocketDisconnect:
         pass

@@ -106,6 +106,8 @@ class AlarmService:
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    last_tick: float | None = None  # time.monotonic() of the ticker's last turn (readiness)
+
     async def start(self) -> None:
         """Store what the outbox journaled before a restart, watch every open session,
         restore live alarms and overrides, start evaluating and ticking."""
@@ -124,6 +126,7 @@ class AlarmService:
         self.outbox.start()
         self._evaluator = asyncio.create_task(self._evaluate_forever(), name="vigil-alarm-eval")
         self._ticker = asyncio.create_task(self._tick_forever(), name="vigil-alarm-tick")
+        self.last_tick = time.monotonic()
 
     async def stop(self) -> None:
         """Evaluate what is queued, then give the outbox its time to store everything (what
@@ -161,6 +164,7 @@ class AlarmService:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            self.last_tick = time.monotonic()
             try:
                 async with self._engine_lock:
                     await self._evaluate_queued()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from app.errors import Overloaded, VigilError
 from app.events import StoredBatch
 from app.ingest.repository import PendingBatch, store_batches
+from app.observability.metrics import commit_timer
 from app.storage.db import Database
 
 MAX_GROUP = 256  # batches in one transaction; keeps one commit's latency bounded
@@ -66,7 +67,8 @@ class SampleWriter:
         while self._waiting:
             group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
             try:
-                results = await self._db.run_held(store_batches, [batch for batch, _ in group])
+                with commit_timer(len(group)):
+                    results = await self._db.run_held(store_batches, [batch for batch, _ in group])
             except Exception as exc:  # the whole transaction failed: every request hears it
                 for _, future in group:
                     if not future.done():

@@ -25,6 +25,7 @@ from app.live import messages
 from app.live.hub import Resync, Subscription
 from app.live.service import LiveService, encode
 from app.live.views import SiteView
+from app.observability.metrics import delta_sent, screen_resynced
 from app.params import SiteId
 from app.storage.health import DatabaseHealth, Reachability
 from app.timeutil import utcnow
@@ -187,6 +188,7 @@ async def _send(
         # Send everything already queued before waiting again.
         for queued in [item, *subscription.drain()]:
             if isinstance(queued, Resync):
+                screen_resynced()
                 await channel.send(
                     encode(messages.resync(site.site_id, "fell behind or the site changed"))
                 )
@@ -202,6 +204,7 @@ async def _send(
             seq, text = queued
             if seq > last_sent:  # deltas already folded into a resync snapshot are skipped
                 await channel.send(text)
+                delta_sent(site.site_id, seq)
                 last_sent = seq
 
 

@@ -74,6 +74,10 @@ class Hub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.get(subscription.site_id, set()).discard(subscription)
 
+    @property
+    def subscribers(self) -> int:
+        return sum(len(subscribers) for subscribers in self._subscribers.values())
+
     def seq(self, site_id: int) -> int:
         return self._seq.get(site_id, 0)
 

@@ -13,6 +13,7 @@ from app.live import messages
 from app.live.hub import Hub, Subscription
 from app.live.repository import load_site_view
 from app.live.views import LatestValue, SessionView, SiteView
+from app.observability.metrics import samples_published
 from app.storage.db import Database
 from app.timeutil import iso, utcnow
 from monitor.lifecycle import AlarmState
@@ -172,7 +173,8 @@ class LiveService:
                     batch.received_time,
                     int(observation.quality),
                 )
-        self.hub.publish(batch.site_id, messages.samples(batch, utcnow()))
+        seq = self.hub.publish(batch.site_id, messages.samples(batch, utcnow()))
+        samples_published(batch.site_id, seq, batch.received_time)
 
 
 async def get_live(request: Request) -> LiveService:
