@@ -19,16 +19,22 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
+
+import numpy as np
 
 from monitor.alarm_text import rule_text, technical_text
 from monitor.combination import CombinationChange, CombinationTracker
 from monitor.conditions import (
     VITAL_INDEX,
+    VITALS_ORDER,
     ConditionEvent,
     Evaluator,
     SampleBatch,
     event_order,
+    sample_usable,
+    untrusted_mask,
 )
 from monitor.evaluator import VectorEvaluator
 from monitor.lifecycle import (
@@ -39,7 +45,14 @@ from monitor.lifecycle import (
     IdFactory,
 )
 from monitor.overrides import LimitOverride, SessionLimits
-from monitor.protocol import AlarmKind, Phase, Priority, Protocol, default_protocol
+from monitor.protocol import (
+    AlarmKind,
+    Phase,
+    Priority,
+    Protocol,
+    TechnicalKind,
+    default_protocol,
+)
 from monitor.reference import ReferenceEvaluator
 from monitor.vitals import Vital
 
@@ -69,7 +82,10 @@ class AlarmEngine:
             else ReferenceEvaluator(self.protocol)
         )
         self._lifecycle = AlarmLifecycle(
-            self.protocol.lifecycle, protocol_version=self.protocol.version, id_factory=id_factory
+            self.protocol.lifecycle,
+            protocol_version=self.protocol.version,
+            id_factory=id_factory,
+            describe=self._describe,
         )
         combination = self.protocol.combination
         self._combination = (
@@ -81,6 +97,27 @@ class AlarmEngine:
         self._free: list[int] = []
         self._phases: dict[str, Phase] = {}
         self._limits: dict[str, SessionLimits] = {}
+        self._init_groups()
+
+    def _init_groups(self) -> None:
+        """What the engine needs to keep each alarm's worst value: per vital, the alarm groups
+        of its rules and which way is worse, and which of its samples are usable."""
+        rules = self.protocol.rules
+        self._rule_by_id = {rule.id: rule for rule in rules}
+        groups: list[dict[str, bool]] = [{} for _ in VITALS_ORDER]
+        for rule in rules:
+            groups[VITAL_INDEX[rule.vital]].setdefault(rule.alarm_group, rule.op.is_upper)
+        self._groups_of_vital = [tuple(g.items()) for g in groups]
+        self._watched_vital = np.array([bool(g) for g in groups], dtype=np.bool_)
+        self._untrusted = np.array(
+            [untrusted_mask(self.protocol, vital) for vital in VITALS_ORDER], dtype=np.int64
+        )
+        self._gated = [vital in self.protocol.gated_vitals for vital in VITALS_ORDER]
+        low = self.protocol.technical_check(TechnicalKind.LOW_SIGNAL)
+        self._low_signal_id = low.id if low is not None else None
+        self._low_signal: set[int] = set()  # sessions whose gated vitals are held
+        # (time, session, vital, value) of the usable samples of the batch being ingested.
+        self._batch_values: list[tuple[float, int, int, float]] = []
 
     # --- sessions -------------------------------------------------------------------------
 
@@ -109,6 +146,7 @@ class AlarmEngine:
         self._evaluator.remove_session(index)
         if self._combination is not None:
             self._combination.remove_session(index)
+        self._low_signal.discard(index)
         del self._index[key], self._phases[key], self._limits[key]
         self._keys[index] = None
         heapq.heappush(self._free, index)
@@ -211,7 +249,12 @@ class AlarmEngine:
 
     def ingest(self, batch: SampleBatch) -> list[AlarmTransition]:
         """Evaluate a batch of samples; returns the alarm transitions it caused."""
-        return self._conditions(self._evaluator.ingest(batch))
+        events = self._evaluator.ingest(batch)
+        self._batch_values = self._observations(batch, events)
+        try:
+            return self._conditions(events)
+        finally:
+            self._batch_values = []
 
     def tick(self, now: float) -> list[AlarmTransition]:
         """Let time pass: technical no-data alarms, escalation, end of audio pauses."""
@@ -271,30 +314,121 @@ class AlarmEngine:
         """Reload stored alarms after a restart. Add the sessions (in their current phase)
         first; records of sessions not being watched are ignored. A restored alarm whose
         condition was active is marked active in the evaluator too, so it clears on the
-        first sample past its limit instead of raising a duplicate."""
-        known = [r for r in records if r.session_key in self._index]
+        first sample past its limit instead of raising a duplicate. Records are taken into
+        the running protocol's alarm groups (see `AlarmLifecycle.restore`)."""
+        known = [self._regrouped(r) for r in records if r.session_key in self._index]
         restored = self._lifecycle.restore(known)
         for alarm in restored:
             if not alarm.condition_active or alarm.rule_id == LINK_LOST_RULE:
                 continue  # a link alarm lives in the lifecycle only; its adapter reports again
             index = self._index[alarm.session_key]
-            check = self.protocol.check_index(alarm.rule_id)
-            if check == self.protocol.combination_index:
-                if self._combination is not None:
-                    self._combination.restore(index, None, alarm.text)
-                continue
-            self._evaluator.restore_condition(index, check)
-            if check < self._n_rules and self._combination is not None:
-                self._combination.restore(index, check, alarm.text)
+            for rule_id in self._lifecycle.tier_rules(alarm.alarm_id):
+                if rule_id == self._low_signal_id:
+                    self._low_signal.add(index)
+                check = self.protocol.check_index(rule_id)
+                if check == self.protocol.combination_index:
+                    if self._combination is not None:
+                        self._combination.restore(index, None, alarm.text)
+                    continue
+                self._evaluator.restore_condition(index, check)
+                if check < self._n_rules and self._combination is not None:
+                    self._combination.restore(index, check, alarm.text)
         return restored
+
+    def _regrouped(self, record: AlarmRecord) -> AlarmRecord:
+        """A stored record under the running protocol's alarm groups (the protocol may have
+        changed since it was stored, or it may predate alarm groups)."""
+        rule = self._rule_by_id.get(record.rule_id)
+        if rule is not None and record.kind is AlarmKind.PHYSIOLOGICAL:
+            return replace(record, group=rule.alarm_group, vital=rule.vital)
+        return replace(record, group=record.group or record.rule_id)
 
     # --- condition events → alarm records -------------------------------------------------
 
+    def _describe(
+        self,
+        key: str,
+        rule_id: str,
+        value: float | None,
+        limit: float | None,
+        worst: float | None,
+    ) -> str | None:
+        """A rule tier's alarm text at `value`, with the worst value reached; None for
+        technical and combination alarms, which keep the text they were raised with."""
+        rule = self._rule_by_id.get(rule_id)
+        if rule is None or value is None or limit is None:
+            return None
+        baseline = None
+        limits = self._limits.get(key)
+        if rule.relative_to_baseline and limits is not None:
+            baseline = limit - limits.limit(rule.id)
+        return rule_text(rule, value, limit, baseline, worst)
+
+    def _observations(
+        self, batch: SampleBatch, events: list[ConditionEvent]
+    ) -> list[tuple[float, int, int, float]]:
+        """(time, session, vital, value) of the batch's usable samples that may be an alarm's
+        new worst value: of vitals with rules, in sessions with an alarm whose condition
+        holds or a rule condition that changed in this batch; in time order."""
+        if not len(batch):
+            return []
+        sessions = {e.session for e in events if e.check < self._n_rules}
+        sessions.update(self._index[key] for key in self._lifecycle.watching_values())
+        if not sessions:
+            return []
+        chosen = self._watched_vital[batch.vital] & np.isin(
+            batch.session, np.fromiter(sessions, dtype=np.int64, count=len(sessions))
+        )
+        rows = np.flatnonzero(chosen)
+        if not rows.size:
+            return []
+        usable = sample_usable(
+            batch.value[rows], batch.quality[rows], self._untrusted[batch.vital[rows]]
+        )
+        rows = rows[usable]
+        time, session, vital, value = (
+            batch.time[rows],
+            batch.session[rows],
+            batch.vital[rows],
+            batch.value[rows],
+        )
+        found = [
+            (float(time[i]), int(session[i]), int(vital[i]), float(value[i]))
+            for i in range(len(rows))
+        ]
+        found.sort(key=lambda row: (row[0], row[1]))  # stable: ties keep the batch's order
+        return found
+
     def _conditions(self, events: list[ConditionEvent]) -> list[AlarmTransition]:
+        """Condition events to alarm transitions, one instant (time and session) at a time,
+        with the usable samples of the batch being ingested (`_batch_values`) in time order:
+        a sample counts for an alarm's worst value after the conditions that changed at its
+        instant."""
+        observations = self._batch_values
         events.sort(key=event_order)  # stable: one check's events keep their order
         out: list[AlarmTransition] = []
+        seen = 0
+        start = 0
+        while start < len(events):
+            instant = (events[start].time, events[start].session)
+            stop = start + 1
+            while stop < len(events) and (events[stop].time, events[stop].session) == instant:
+                stop += 1
+            while seen < len(observations) and observations[seen][:2] < instant:
+                out += self._observe(*observations[seen])
+                seen += 1
+            out += self._instant(events[start:stop])
+            start = stop
+        for observation in observations[seen:]:
+            out += self._observe(*observation)
+        return out
+
+    def _instant(self, events: list[ConditionEvent]) -> list[AlarmTransition]:
+        """The condition events of one session at one instant (canonical order)."""
+        key = self.session_key(events[0].session)
+        changes: list[ConditionChange] = []
+        combined: list[ConditionChange] = []
         for event in events:
-            key = self.session_key(event.session)
             if event.check < self._n_rules:
                 rule = self.protocol.rules[event.check]
                 text = ""
@@ -303,39 +437,61 @@ class AlarmEngine:
                     if rule.relative_to_baseline:
                         baseline = event.limit - self._limits[key].limit(rule.id)
                     text = rule_text(rule, event.value, event.limit, baseline)
-                change = ConditionChange(
-                    key,
-                    rule.id,
-                    AlarmKind.PHYSIOLOGICAL,
-                    rule.priority,
-                    event.active,
-                    event.time,
-                    _opt(event.value),
-                    _opt(event.limit),
-                    text,
+                changes.append(
+                    ConditionChange(
+                        key,
+                        rule.id,
+                        AlarmKind.PHYSIOLOGICAL,
+                        rule.priority,
+                        event.active,
+                        event.time,
+                        _opt(event.value),
+                        _opt(event.limit),
+                        text,
+                        group=rule.alarm_group,
+                        vital=rule.vital,
+                        upper=rule.op.is_upper,
+                        order=event.check,
+                    )
                 )
-                out += self._lifecycle.apply(change)
                 if self._combination is not None:
                     combo = self._combination.update(
                         event.session, event.check, event.active, text, event.time
                     )
                     if combo is not None:
-                        out += self._lifecycle.apply(self._combination_change(key, combo))
+                        combined.append(self._combination_change(key, combo))
             else:
                 check = self.protocol.technical[event.check - self._n_rules]
+                if check.id == self._low_signal_id:
+                    if event.active:
+                        self._low_signal.add(event.session)
+                    else:
+                        self._low_signal.discard(event.session)
                 text = technical_text(check, event.value, event.limit) if event.active else ""
-                change = ConditionChange(
-                    key,
-                    check.id,
-                    AlarmKind.TECHNICAL,
-                    check.priority,
-                    event.active,
-                    event.time,
-                    _opt(event.value) if math.isfinite(event.value) else None,
-                    _opt(event.limit) if math.isfinite(event.limit) else None,
-                    text,
+                changes.append(
+                    ConditionChange(
+                        key,
+                        check.id,
+                        AlarmKind.TECHNICAL,
+                        check.priority,
+                        event.active,
+                        event.time,
+                        _opt(event.value) if math.isfinite(event.value) else None,
+                        _opt(event.limit) if math.isfinite(event.limit) else None,
+                        text,
+                    )
                 )
-                out += self._lifecycle.apply(change)
+        return self._lifecycle.apply_instant(changes + combined)
+
+    def _observe(
+        self, time: float, session: int, vital: int, value: float
+    ) -> list[AlarmTransition]:
+        if self._gated[vital] and session in self._low_signal:
+            return []  # held: the perfusion index says this value is unreliable
+        key = self.session_key(session)
+        out: list[AlarmTransition] = []
+        for group, upper in self._groups_of_vital[vital]:
+            out += self._lifecycle.observe(key, group, value, time, upper=upper)
         return out
 
     def _combination_change(self, key: str, change: CombinationChange) -> ConditionChange:

@@ -51,6 +51,7 @@ def store_transitions(
         session.add(
             AlarmTransitionRecord(
                 alarm_id=transition.alarm_id,
+                rule_id=transition.rule_id,
                 event=transition.event.value,
                 state=transition.state.value,
                 priority=transition.priority.value,
