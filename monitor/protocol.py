@@ -687,7 +687,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
             )
         ids[item.id] = item.line
     _check_technical_set(technical, lines, source)
-    _check_alarm_groups(rules, ids, source)
+    _check_alarm_groups(rules, ids, lines, source)
 
     lifecycle = _read_lifecycle(top.sub("lifecycle"))
     quality = top.sub("signal_quality")
@@ -844,17 +844,20 @@ def _read_alarm_group(t: _Table, vital: Vital, op: Op) -> str:
     return name
 
 
-def _check_alarm_groups(rules: Sequence[Rule], ids: Mapping[str, int | None], source: str) -> None:
+def _check_alarm_groups(
+    rules: Sequence[Rule], ids: Mapping[str, int | None], lines: _LineMap, source: str
+) -> None:
     """The tiers of one alarm are limits on one vital in one direction (its text shows that
     vital's value and its worst value), and an alarm group's name is not another check's id
     (alarm ids and the alarm log name alarms by their group)."""
     first: dict[str, Rule] = {}
-    for rule in rules:
+    for index, rule in enumerate(rules):
         name = rule.alarm_group
 
-        def error(problem: str, rule: Rule = rule) -> ProtocolError:
+        def error(problem: str, rule: Rule = rule, index: int = index) -> ProtocolError:
+            line = lines.line("rule", index, "alarm_group")  # or the rule's table
             return ProtocolError(
-                problem, source=source, line=rule.line, rule_id=rule.id, key="alarm_group"
+                problem, source=source, line=line, rule_id=rule.id, key="alarm_group"
             )
 
         if name in ids and name not in {r.id for r in rules if r.alarm_group == name}:
