@@ -60,6 +60,11 @@ from monitor.vitals import Vital
 LINK_LOST_RULE = "device_link_lost"
 
 
+# Up to this many samples, a batch's values are picked in plain Python (numpy's per-call
+# overhead is larger than the work).
+_SMALL_BATCH = 32
+
+
 def _opt(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -370,32 +375,48 @@ class AlarmEngine:
         """(time, session, vital, value) of the batch's usable samples that may be an alarm's
         new worst value: of vitals with rules, in sessions with an alarm whose condition
         holds or a rule condition that changed in this batch; in time order."""
-        if not len(batch):
-            return []
         sessions = {e.session for e in events if e.check < self._n_rules}
         sessions.update(self._index[key] for key in self._lifecycle.watching_values())
-        if not sessions:
+        if not sessions or not len(batch):
             return []
-        chosen = self._watched_vital[batch.vital] & np.isin(
-            batch.session, np.fromiter(sessions, dtype=np.int64, count=len(sessions))
-        )
-        rows = np.flatnonzero(chosen)
-        if not rows.size:
-            return []
-        usable = sample_usable(
-            batch.value[rows], batch.quality[rows], self._untrusted[batch.vital[rows]]
-        )
-        rows = rows[usable]
-        time, session, vital, value = (
-            batch.time[rows],
-            batch.session[rows],
-            batch.vital[rows],
-            batch.value[rows],
-        )
-        found = [
-            (float(time[i]), int(session[i]), int(vital[i]), float(value[i]))
-            for i in range(len(rows))
-        ]
+        found: list[tuple[float, int, int, float]] = []
+        if len(batch) <= _SMALL_BATCH:  # a post's few samples: plain Python is faster
+            of_session = batch.session.tolist()
+            if sessions.isdisjoint(of_session):
+                return []
+            for time, session, vital, value, quality in zip(
+                batch.time.tolist(),
+                of_session,
+                batch.vital.tolist(),
+                batch.value.tolist(),
+                batch.quality.tolist(),
+                strict=True,
+            ):
+                if (
+                    session in sessions
+                    and self._groups_of_vital[vital]
+                    and math.isfinite(value)
+                    and not quality & int(self._untrusted[vital])
+                ):
+                    found.append((time, session, vital, value))
+        else:
+            chosen = self._watched_vital[batch.vital] & np.isin(
+                batch.session, np.fromiter(sessions, dtype=np.int64, count=len(sessions))
+            )
+            rows = np.flatnonzero(chosen)
+            usable = sample_usable(
+                batch.value[rows], batch.quality[rows], self._untrusted[batch.vital[rows]]
+            )
+            rows = rows[usable]
+            found = list(
+                zip(
+                    batch.time[rows].tolist(),
+                    batch.session[rows].tolist(),
+                    batch.vital[rows].tolist(),
+                    batch.value[rows].tolist(),
+                    strict=True,
+                )
+            )
         found.sort(key=lambda row: (row[0], row[1]))  # stable: ties keep the batch's order
         return found
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 
 from monitor.protocol import AlarmKind, LifecycleSettings, Priority
@@ -238,6 +238,7 @@ class AlarmLifecycle:
         self._escalations: list[tuple[float, int, str]] = []
         self._seq = 0
         self._superseded: list[AlarmRecord] = []  # restored, merged into another: to clear
+        self._watching: dict[str, int] = {}  # session → its alarms that keep a worst value
         # Per session and group: the last id base issued and its suffix count.
         self._last_base: dict[str, dict[str, tuple[str, int]]] = {}
 
@@ -403,9 +404,10 @@ class AlarmLifecycle:
     def audio_paused_until(self, session_key: str) -> float | None:
         return self._paused.get(session_key)
 
-    def watching_values(self) -> set[str]:
-        """Sessions with an alarm whose condition holds on a vital (its worst value is kept)."""
-        return {a.session_key for a in self._alarms.values() if a.condition_active and a.vital}
+    def watching_values(self) -> Collection[str]:
+        """Sessions with an alarm whose condition holds on a vital (its worst value is kept);
+        kept up to date as alarms change, so asking costs nothing on the hot path."""
+        return self._watching.keys()
 
     def restore(self, records: Iterable[AlarmRecord]) -> list[AlarmRecord]:
         """Rebuild live alarms from stored records (after a restart).
@@ -683,8 +685,20 @@ class AlarmLifecycle:
 
     def _put(self, alarm: AlarmRecord) -> AlarmRecord:
         """Keep `alarm` as the current record of its id."""
+        self._watch(self._alarms.get(alarm.alarm_id), -1)
         self._alarms[alarm.alarm_id] = alarm
+        self._watch(alarm, +1)
         return alarm
+
+    def _watch(self, alarm: AlarmRecord | None, step: int) -> None:
+        """Count the alarms of each session that keep a worst value (`watching_values`)."""
+        if alarm is None or not (alarm.condition_active and alarm.vital):
+            return
+        count = self._watching.get(alarm.session_key, 0) + step
+        if count:
+            self._watching[alarm.session_key] = count
+        else:
+            del self._watching[alarm.session_key]
 
     def _register(self, alarm: AlarmRecord, episode: _Episode) -> None:
         self._put(alarm)
@@ -693,7 +707,7 @@ class AlarmLifecycle:
         self._by_session.setdefault(alarm.session_key, {})[alarm.alarm_id] = None
 
     def _forget(self, alarm: AlarmRecord) -> None:
-        self._alarms.pop(alarm.alarm_id, None)
+        self._watch(self._alarms.pop(alarm.alarm_id, None), -1)
         self._episodes.pop(alarm.alarm_id, None)
         key = (alarm.session_key, alarm.group)
         if self._by_group.get(key) == alarm.alarm_id:

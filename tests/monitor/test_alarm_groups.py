@@ -258,8 +258,9 @@ def test_worst_value_counts_only_usable_samples_while_the_alarm_holds(kind: Eval
 
 def test_a_backlog_counts_its_values_from_the_raise_on(kind: EvaluatorKind) -> None:
     """A gateway's backlog in one batch gives the alarm the same worst value and transitions
-    as the samples one second at a time."""
-    values = [97] * 5 + [84, 83, 87, 82, 84, 95]
+    as the samples one second at a time (36 samples: the engine's large-batch path, against
+    its small-batch path one sample at a time)."""
+    values = [97] * 30 + [84, 83, 87, 82, 84, 95]
     whole = grouped(kind, Phase.RECOVERY)
     rows = [(KEY, Vital.SPO2, v, float(t)) for t, v in enumerate(values)]
     whole.take(whole.engine.ingest(whole.engine.batch(rows)))
@@ -268,12 +269,12 @@ def test_a_backlog_counts_its_values_from_the_raise_on(kind: EvaluatorKind) -> N
         split.take(split.engine.ingest(split.engine.batch([row])))
     assert story(whole.log, "spo2_low") == story(split.log, "spo2_low")
     assert story(whole.log, "spo2_low") == [
-        (5, "raised", "spo2_desat", "crisis", "raised", "SpO2 84 ≤ 85"),
-        (6, "worsened", "spo2_desat", "crisis", "raised", "SpO2 83 ≤ 85"),
+        (30, "raised", "spo2_desat", "crisis", "raised", "SpO2 84 ≤ 85"),
+        (31, "worsened", "spo2_desat", "crisis", "raised", "SpO2 83 ≤ 85"),
         # 87 is past 85 + 1 and the ≤ 93 / ≤ 90 tiers wait 15 s: no tier holds; it latched.
-        (7, "condition_ended", "spo2_desat", "crisis", "raised", "SpO2 83 ≤ 85"),
-        (8, "condition_returned", "spo2_desat", "crisis", "raised", "SpO2 82 ≤ 85"),
-        (10, "condition_ended", "spo2_desat", "crisis", "raised", "SpO2 82 ≤ 85"),
+        (32, "condition_ended", "spo2_desat", "crisis", "raised", "SpO2 83 ≤ 85"),
+        (33, "condition_returned", "spo2_desat", "crisis", "raised", "SpO2 82 ≤ 85"),
+        (35, "condition_ended", "spo2_desat", "crisis", "raised", "SpO2 82 ≤ 85"),
     ]
 
 
