@@ -113,14 +113,22 @@ class AlarmEngine:
         for rule in rules:
             groups[VITAL_INDEX[rule.vital]].setdefault(rule.alarm_group, rule.op.is_upper)
         self._groups_of_vital = [tuple(g.items()) for g in groups]
-        self._watched_vital = np.array([bool(g) for g in groups], dtype=np.bool_)
         self._untrusted = np.array(
             [untrusted_mask(self.protocol, vital) for vital in VITALS_ORDER], dtype=np.int64
         )
         self._gated = [vital in self.protocol.gated_vitals for vital in VITALS_ORDER]
+        # The low-signal gate, kept from the same samples as the evaluators keep it (in every
+        # phase: at check-in the gate holds SpO2 without the technical alarm applying).
         low = self.protocol.technical_check(TechnicalKind.LOW_SIGNAL)
         self._low_signal_id = low.id if low is not None else None
+        self._gate: tuple[int, float, float] | None = None  # (vital, limit, hysteresis)
+        if low is not None and low.vital is not None:
+            self._gate = (VITAL_INDEX[low.vital], low.limit, low.hysteresis)
         self._low_signal: set[int] = set()  # sessions whose gated vitals are held
+        watched = [bool(g) for g in groups]
+        if self._gate is not None:
+            watched[self._gate[0]] = True
+        self._watched_vital = np.array(watched, dtype=np.bool_)
         # (time, session, vital, value) of the usable samples of the batch being ingested.
         self._batch_values: list[tuple[float, int, int, float]] = []
 
@@ -394,7 +402,7 @@ class AlarmEngine:
             ):
                 if (
                     session in sessions
-                    and self._groups_of_vital[vital]
+                    and self._watched_vital[vital]
                     and math.isfinite(value)
                     and not quality & int(self._untrusted[vital])
                 ):
@@ -417,7 +425,10 @@ class AlarmEngine:
                     strict=True,
                 )
             )
-        found.sort(key=lambda row: (row[0], row[1]))  # stable: ties keep the batch's order
+        # Time order, the gate's vital first at one instant (as the evaluators apply it);
+        # stable, so other ties keep the batch's order.
+        gate = self._gate[0] if self._gate is not None else -1
+        found.sort(key=lambda row: (row[0], row[1], row[2] != gate))
         return found
 
     def _conditions(self, events: list[ConditionEvent]) -> list[AlarmTransition]:
@@ -483,11 +494,6 @@ class AlarmEngine:
                         combined.append(self._combination_change(key, combo))
             else:
                 check = self.protocol.technical[event.check - self._n_rules]
-                if check.id == self._low_signal_id:
-                    if event.active:
-                        self._low_signal.add(event.session)
-                    else:
-                        self._low_signal.discard(event.session)
                 text = technical_text(check, event.value, event.limit) if event.active else ""
                 changes.append(
                     ConditionChange(
@@ -507,6 +513,12 @@ class AlarmEngine:
     def _observe(
         self, time: float, session: int, vital: int, value: float
     ) -> list[AlarmTransition]:
+        if self._gate is not None and vital == self._gate[0]:
+            _, limit, hysteresis = self._gate
+            if value <= (limit + hysteresis if session in self._low_signal else limit):
+                self._low_signal.add(session)
+            else:
+                self._low_signal.discard(session)
         if self._gated[vital] and session in self._low_signal:
             return []  # held: the perfusion index says this value is unreliable
         key = self.session_key(session)

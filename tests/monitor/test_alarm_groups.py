@@ -256,6 +256,20 @@ def test_worst_value_counts_only_usable_samples_while_the_alarm_holds(kind: Eval
     assert alarm.worst_value == 88
 
 
+def test_at_check_in_low_perfusion_holds_the_worst_value_too(kind: EvaluatorKind) -> None:
+    """At check-in the low-signal alarm does not apply, but its gate does: SpO2 held by a
+    low perfusion index is not a value, for the alarm's worst as for its conditions."""
+    chair = grouped(kind, Phase.CHECKED_IN)
+    chair.second(0, spo2=84, hr=72, pr=72, pi=1.5)  # reliable: raised at once
+    for t in range(1, 5):
+        chair.second(t, spo2=70, hr=72, pr=72, pi=0.3)  # unreliable
+    chair.second(5, spo2=83, hr=72, pr=72, pi=0.6)  # reliable again, the index first
+    assert [(t, e, text) for t, e, _, _, _, text in story(chair.log, "spo2_low")] == [
+        (0, "raised", "SpO2 84 ≤ 85"),
+        (5, "worsened", "SpO2 83 ≤ 85"),
+    ]
+
+
 def test_a_backlog_counts_its_values_from_the_raise_on(kind: EvaluatorKind) -> None:
     """A gateway's backlog in one batch gives the alarm the same worst value and transitions
     as the samples one second at a time (36 samples: the engine's large-batch path, against
