@@ -83,8 +83,10 @@ class AlarmOut(BaseModel):
     priority: Priority = Field(description="low, medium, high or crisis (crisis shows as high)")
     state: AlarmState = Field(description="raised, acknowledged or cleared")
     text: str = Field(examples=["SpO2 86 ≤ 90"])
-    value: float | None = Field(description="The value that raised it, or brought it back.")
-    limit: float | None
+    value: float | None = Field(
+        description="Its latest value: at the raise, a tier change or a new worst value."
+    )
+    limit: float | None = Field(description="The limit of the tier it shows.")
     condition_active: bool
     audio_paused: bool
     raised_at: datetime
@@ -93,6 +95,18 @@ class AlarmOut(BaseModel):
     cleared_at: datetime | None
     escalate_at: datetime | None
     protocol_version: str = Field(description="The protocol version it was raised under.")
+    group: str = Field(
+        description="Its alarm group: a session has one alarm per group (e.g. spo2_low), "
+        "whose rule, priority and text follow the worst tier that holds.",
+        examples=["spo2_low"],
+    )
+    vital: Vital | None = Field(
+        description="The vital its tiers watch (physiological rule alarms), else null."
+    )
+    worst_value: float | None = Field(
+        description="The worst value reached while its condition held (lowest for a low "
+        "limit, highest for a high one), else null."
+    )
 
     @classmethod
     def of(cls, alarm: AlarmRecord, chair_id: int) -> AlarmOut:

@@ -139,7 +139,8 @@ def build(url: str, seed: int = 3) -> Built:
                      "raised_at": raised,
                      "acknowledged_at": acked if rng.random() < 0.7 else None,
                      "acknowledged_by": "rn.bench", "cleared_at": acked,
-                     "escalate_at": None, "protocol_version": "bench"}
+                     "escalate_at": None, "protocol_version": "bench",
+                     "alarm_group": rule_id}
                 )  # fmt: skip
         session.execute(insert(SessionEvent), events)
         session.execute(insert(Alarm), alarms)

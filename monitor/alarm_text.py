@@ -14,11 +14,26 @@ def number(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def rule_text(rule: Rule, value: float, limit: float, baseline: float | None = None) -> str:
-    """E.g. "SBP 184 ≥ 180: consider pausing infusion", "SBP 172 ≥ 168 (baseline 138 + 30)"."""
+def rule_text(
+    rule: Rule,
+    value: float,
+    limit: float,
+    baseline: float | None = None,
+    worst: float | None = None,
+) -> str:
+    """E.g. "SBP 184 ≥ 180: consider pausing infusion", "SBP 172 ≥ 168 (baseline 138 + 30)",
+    "SpO2 84 ≤ 85 (lowest 82)": the vital's label, its value, the violated limit, then the
+    baseline a relative limit stands on and the worst value reached (when it is not this
+    one), then the rule's advice. The label and the value always come first (the station
+    puts the live value in their place)."""
     text = f"{VITAL_LABEL[rule.vital]} {number(value)} {rule.op.symbol} {number(limit)}"
+    notes = []
     if baseline is not None:
-        text += f" (baseline {number(baseline)} + {number(limit - baseline)})"
+        notes.append(f"baseline {number(baseline)} + {number(limit - baseline)}")
+    if worst is not None and number(worst) != number(value):
+        notes.append(f"{'highest' if rule.op.is_upper else 'lowest'} {number(worst)}")
+    if notes:
+        text += f" ({'; '.join(notes)})"
     if rule.advice:
         text += f": {rule.advice}"
     return text

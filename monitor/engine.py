@@ -19,16 +19,22 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
+
+import numpy as np
 
 from monitor.alarm_text import rule_text, technical_text
 from monitor.combination import CombinationChange, CombinationTracker
 from monitor.conditions import (
     VITAL_INDEX,
+    VITALS_ORDER,
     ConditionEvent,
     Evaluator,
     SampleBatch,
     event_order,
+    sample_usable,
+    untrusted_mask,
 )
 from monitor.evaluator import VectorEvaluator
 from monitor.lifecycle import (
@@ -39,7 +45,14 @@ from monitor.lifecycle import (
     IdFactory,
 )
 from monitor.overrides import LimitOverride, SessionLimits
-from monitor.protocol import AlarmKind, Phase, Priority, Protocol, default_protocol
+from monitor.protocol import (
+    AlarmKind,
+    Phase,
+    Priority,
+    Protocol,
+    TechnicalKind,
+    default_protocol,
+)
 from monitor.reference import ReferenceEvaluator
 from monitor.vitals import Vital
 
@@ -48,6 +61,11 @@ LINK_LOST_RULE = "device_link_lost"
 # Technical alarms a device reports about itself (equipment faults): one rule per fault
 # code, `device_fault_<code>`, raised and ended by the device's own alerts.
 DEVICE_FAULT_PREFIX = "device_fault_"
+
+
+# Up to this many samples, a batch's values are picked in plain Python (numpy's per-call
+# overhead is larger than the work).
+_SMALL_BATCH = 32
 
 
 def _opt(value: float) -> float | None:
@@ -72,7 +90,10 @@ class AlarmEngine:
             else ReferenceEvaluator(self.protocol)
         )
         self._lifecycle = AlarmLifecycle(
-            self.protocol.lifecycle, protocol_version=self.protocol.version, id_factory=id_factory
+            self.protocol.lifecycle,
+            protocol_version=self.protocol.version,
+            id_factory=id_factory,
+            describe=self._describe,
         )
         combination = self.protocol.combination
         self._combination = (
@@ -84,6 +105,35 @@ class AlarmEngine:
         self._free: list[int] = []
         self._phases: dict[str, Phase] = {}
         self._limits: dict[str, SessionLimits] = {}
+        self._init_groups()
+
+    def _init_groups(self) -> None:
+        """What the engine needs to keep each alarm's worst value: per vital, the alarm groups
+        of its rules and which way is worse, and which of its samples are usable."""
+        rules = self.protocol.rules
+        self._rule_by_id = {rule.id: rule for rule in rules}
+        groups: list[dict[str, bool]] = [{} for _ in VITALS_ORDER]
+        for rule in rules:
+            groups[VITAL_INDEX[rule.vital]].setdefault(rule.alarm_group, rule.op.is_upper)
+        self._groups_of_vital = [tuple(g.items()) for g in groups]
+        self._untrusted = np.array(
+            [untrusted_mask(self.protocol, vital) for vital in VITALS_ORDER], dtype=np.int64
+        )
+        self._gated = [vital in self.protocol.gated_vitals for vital in VITALS_ORDER]
+        # The low-signal gate, kept from the same samples as the evaluators keep it (in every
+        # phase: at check-in the gate holds SpO2 without the technical alarm applying).
+        low = self.protocol.technical_check(TechnicalKind.LOW_SIGNAL)
+        self._low_signal_id = low.id if low is not None else None
+        self._gate: tuple[int, float, float] | None = None  # (vital, limit, hysteresis)
+        if low is not None and low.vital is not None:
+            self._gate = (VITAL_INDEX[low.vital], low.limit, low.hysteresis)
+        self._low_signal: set[int] = set()  # sessions whose gated vitals are held
+        watched = [bool(g) for g in groups]
+        if self._gate is not None:
+            watched[self._gate[0]] = True
+        self._watched_vital = np.array(watched, dtype=np.bool_)
+        # (time, session, vital, value) of the usable samples of the batch being ingested.
+        self._batch_values: list[tuple[float, int, int, float]] = []
 
     # --- sessions -------------------------------------------------------------------------
 
@@ -112,6 +162,7 @@ class AlarmEngine:
         self._evaluator.remove_session(index)
         if self._combination is not None:
             self._combination.remove_session(index)
+        self._low_signal.discard(index)
         del self._index[key], self._phases[key], self._limits[key]
         self._keys[index] = None
         heapq.heappush(self._free, index)
@@ -216,7 +267,12 @@ class AlarmEngine:
 
     def ingest(self, batch: SampleBatch) -> list[AlarmTransition]:
         """Evaluate a batch of samples; returns the alarm transitions it caused."""
-        return self._conditions(self._evaluator.ingest(batch))
+        events = self._evaluator.ingest(batch)
+        self._batch_values = self._observations(batch, events)
+        try:
+            return self._conditions(events)
+        finally:
+            self._batch_values = []
 
     def tick(self, now: float) -> list[AlarmTransition]:
         """Let time pass: technical no-data alarms, escalation, end of audio pauses."""
@@ -309,8 +365,9 @@ class AlarmEngine:
         """Reload stored alarms after a restart. Add the sessions (in their current phase)
         first; records of sessions not being watched are ignored. A restored alarm whose
         condition was active is marked active in the evaluator too, so it clears on the
-        first sample past its limit instead of raising a duplicate."""
-        known = [r for r in records if r.session_key in self._index]
+        first sample past its limit instead of raising a duplicate. Records are taken into
+        the running protocol's alarm groups (see `AlarmLifecycle.restore`)."""
+        known = [self._regrouped(r) for r in records if r.session_key in self._index]
         restored = self._lifecycle.restore(known)
         for alarm in restored:
             if (
@@ -322,47 +379,164 @@ class AlarmEngine:
                 # reports again (reconnects, or says the fault has ended).
                 continue
             index = self._index[alarm.session_key]
-            check = self.protocol.check_index(alarm.rule_id)
-            if check == self.protocol.combination_index:
-                if self._combination is not None:
-                    self._combination.restore(index, None, alarm.text)
-                continue
-            self._evaluator.restore_condition(index, check)
-            if check < self._n_rules and self._combination is not None:
-                self._combination.restore(index, check, alarm.text)
+            for rule_id in self._lifecycle.tier_rules(alarm.alarm_id):
+                if rule_id == self._low_signal_id:
+                    self._low_signal.add(index)
+                check = self.protocol.check_index(rule_id)
+                if check == self.protocol.combination_index:
+                    if self._combination is not None:
+                        self._combination.restore(index, None, alarm.text)
+                    continue
+                self._evaluator.restore_condition(index, check)
+                if check < self._n_rules and self._combination is not None:
+                    self._combination.restore(index, check, alarm.text)
         return restored
+
+    def _regrouped(self, record: AlarmRecord) -> AlarmRecord:
+        """A stored record under the running protocol's alarm groups (the protocol may have
+        changed since it was stored, or it may predate alarm groups)."""
+        rule = self._rule_by_id.get(record.rule_id)
+        if rule is not None and record.kind is AlarmKind.PHYSIOLOGICAL:
+            return replace(record, group=rule.alarm_group, vital=rule.vital)
+        return replace(record, group=record.group or record.rule_id)
 
     # --- condition events → alarm records -------------------------------------------------
 
+    def _describe(
+        self,
+        key: str,
+        rule_id: str,
+        value: float | None,
+        limit: float | None,
+        worst: float | None,
+    ) -> str | None:
+        """A rule tier's alarm text at `value`, with the worst value reached; None for
+        technical and combination alarms, which keep the text they were raised with."""
+        rule = self._rule_by_id.get(rule_id)
+        if rule is None or value is None or limit is None:
+            return None
+        baseline = None
+        limits = self._limits.get(key)
+        if rule.relative_to_baseline and limits is not None:
+            baseline = limit - limits.limit(rule.id)
+        return rule_text(rule, value, limit, baseline, worst)
+
+    def _observations(
+        self, batch: SampleBatch, events: list[ConditionEvent]
+    ) -> list[tuple[float, int, int, float]]:
+        """(time, session, vital, value) of the batch's usable samples that may be an alarm's
+        new worst value: of vitals with rules, in sessions with an alarm whose condition
+        holds or a rule condition that changed in this batch; in time order."""
+        sessions = {e.session for e in events if e.check < self._n_rules}
+        sessions.update(self._index[key] for key in self._lifecycle.watching_values())
+        if not sessions or not len(batch):
+            return []
+        found: list[tuple[float, int, int, float]] = []
+        if len(batch) <= _SMALL_BATCH:  # a post's few samples: plain Python is faster
+            of_session = batch.session.tolist()
+            if sessions.isdisjoint(of_session):
+                return []
+            for time, session, vital, value, quality in zip(
+                batch.time.tolist(),
+                of_session,
+                batch.vital.tolist(),
+                batch.value.tolist(),
+                batch.quality.tolist(),
+                strict=True,
+            ):
+                if (
+                    session in sessions
+                    and self._watched_vital[vital]
+                    and math.isfinite(value)
+                    and not quality & int(self._untrusted[vital])
+                ):
+                    found.append((time, session, vital, value))
+        else:
+            chosen = self._watched_vital[batch.vital] & np.isin(
+                batch.session, np.fromiter(sessions, dtype=np.int64, count=len(sessions))
+            )
+            rows = np.flatnonzero(chosen)
+            usable = sample_usable(
+                batch.value[rows], batch.quality[rows], self._untrusted[batch.vital[rows]]
+            )
+            rows = rows[usable]
+            found = list(
+                zip(
+                    batch.time[rows].tolist(),
+                    batch.session[rows].tolist(),
+                    batch.vital[rows].tolist(),
+                    batch.value[rows].tolist(),
+                    strict=True,
+                )
+            )
+        # Time order, the gate's vital first at one instant (as the evaluators apply it);
+        # stable, so other ties keep the batch's order.
+        gate = self._gate[0] if self._gate is not None else -1
+        found.sort(key=lambda row: (row[0], row[1], row[2] != gate))
+        return found
+
     def _conditions(self, events: list[ConditionEvent]) -> list[AlarmTransition]:
-        """Alarm records for condition events, instant by instant: all events of one session
-        at one time first, then the combination once on the state after that instant."""
+        """Alarm records for condition events, instant by instant (one session at one time):
+        all rule and technical changes of the instant, then the combination once on the state
+        after it. The usable samples of the batch being ingested (`_batch_values`) are seen in
+        time order, after the conditions that changed at their instant, for worst values."""
+        observations = self._batch_values
         events.sort(key=event_order)  # stable: one check's events keep their order
         out: list[AlarmTransition] = []
+        seen = 0
+        start = 0
+        while start < len(events):
+            instant = (events[start].time, events[start].session)
+            stop = start + 1
+            while stop < len(events) and (events[stop].time, events[stop].session) == instant:
+                stop += 1
+            while seen < len(observations) and observations[seen][:2] < instant:
+                out += self._observe(*observations[seen])
+                seen += 1
+            out += self._instant(events[start:stop])
+            start = stop
+        for observation in observations[seen:]:
+            out += self._observe(*observation)
+        return out
+
+    def _instant(self, events: list[ConditionEvent]) -> list[AlarmTransition]:
+        """The condition events of one session at one instant (canonical order)."""
+        session, time = events[0].session, events[0].time
+        key = self.session_key(session)
         combination = self._combination
-        touched = False  # a rule condition of the current instant changed
-        for n, event in enumerate(events):
-            key = self.session_key(event.session)
+        changes: list[ConditionChange] = []
+        touched = False  # a rule condition of this instant changed
+        for event in events:
             if event.check < self._n_rules:
                 change = self._rule_change(key, event)
-                out += self._lifecycle.apply(change)
+                changes.append(change)
                 if combination is not None:
-                    combination.set_condition(event.session, event.check, event.active, change.text)
+                    combination.set_condition(session, event.check, event.active, change.text)
                     touched = True
             else:
-                out += self._lifecycle.apply(self._technical_change(key, event))
-            following = events[n + 1] if n + 1 < len(events) else None
-            instant_ends = (
-                following is None
-                or following.session != event.session
-                or following.time != event.time
-            )
-            if touched and instant_ends:
-                assert combination is not None
-                touched = False
-                combo = combination.evaluate(event.session, event.time)
-                if combo is not None:
-                    out += self._lifecycle.apply(self._combination_change(key, combo))
+                changes.append(self._technical_change(key, event))
+        if touched:
+            assert combination is not None
+            combo = combination.evaluate(session, time)
+            if combo is not None:
+                changes.append(self._combination_change(key, combo))
+        return self._lifecycle.apply_instant(changes)
+
+    def _observe(
+        self, time: float, session: int, vital: int, value: float
+    ) -> list[AlarmTransition]:
+        if self._gate is not None and vital == self._gate[0]:
+            _, limit, hysteresis = self._gate
+            if value <= (limit + hysteresis if session in self._low_signal else limit):
+                self._low_signal.add(session)
+            else:
+                self._low_signal.discard(session)
+        if self._gated[vital] and session in self._low_signal:
+            return []  # held: the perfusion index says this value is unreliable
+        key = self.session_key(session)
+        out: list[AlarmTransition] = []
+        for group, upper in self._groups_of_vital[vital]:
+            out += self._lifecycle.observe(key, group, value, time, upper=upper)
         return out
 
     def _rule_change(self, key: str, event: ConditionEvent) -> ConditionChange:
@@ -383,6 +557,10 @@ class AlarmEngine:
             _opt(event.value),
             _opt(event.limit),
             text,
+            group=rule.alarm_group,
+            vital=rule.vital,
+            upper=rule.op.is_upper,
+            order=event.check,
         )
 
     def _technical_change(self, key: str, event: ConditionEvent) -> ConditionChange:

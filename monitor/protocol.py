@@ -151,6 +151,13 @@ _DEFAULT_GROUP: dict[Vital, str] = {
     Vital.NIBP_MEAN: "blood_pressure",
 }
 
+
+def default_alarm_group(vital: Vital, op: Op) -> str:
+    """The alarm a rule is a tier of, unless the protocol says otherwise: its vital and the
+    direction of its limit ("spo2_low", "sbp_high", "map_low")."""
+    return f"{VITAL_LABEL[vital].lower()}_{'high' if op.is_upper else 'low'}"
+
+
 DEFAULT_RULE_PHASES = frozenset({Phase.CHECKED_IN, Phase.BASELINE, Phase.INFUSION, Phase.RECOVERY})
 DEFAULT_TECHNICAL_PHASES = frozenset({Phase.BASELINE, Phase.INFUSION, Phase.RECOVERY})
 
@@ -164,6 +171,11 @@ class Rule:
     long the condition must hold before it raises; `confirm_within_s` (NIBP) asks for a
     second qualifying reading at most that long after the first. `hysteresis` is how far
     back past the limit the value must go before an active condition clears.
+
+    `alarm_group` names the one alarm this rule is a tier of: the rules of a group (SpO2
+    ≤ 93, ≤ 90, ≤ 85) are one alarm whose priority and text follow the worst tier that
+    holds. `group` is the combination rule's grouping (one quantity measured two ways,
+    e.g. HR and PR), a different thing.
     """
 
     id: str
@@ -177,6 +189,7 @@ class Rule:
     relative_to_baseline: bool = False
     phases: frozenset[Phase] = DEFAULT_RULE_PHASES
     group: str = ""
+    alarm_group: str = ""
     advice: str = ""
     overridable: bool = True
     line: int | None = None  # of its id in the protocol file
@@ -620,7 +633,7 @@ class _Table:
 
 _RULE_KEYS = {
     "id", "vital", "op", "limit", "priority", "delay_s", "hysteresis", "confirm_within_s",
-    "relative_to", "phases", "group", "advice", "overridable",
+    "relative_to", "phases", "group", "alarm_group", "advice", "overridable",
 }  # fmt: skip
 _TECH_COMMON = {"id", "kind", "priority", "phases", "text"}
 _TECH_KEYS: dict[TechnicalKind, set[str]] = {
@@ -690,6 +703,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
             )
         ids[item.id] = item.line
     _check_technical_set(technical, lines, source)
+    _check_alarm_groups(rules, ids, lines, source)
 
     lifecycle = _read_lifecycle(top.sub("lifecycle"))
     quality = top.sub("signal_quality")
@@ -831,12 +845,54 @@ def _read_rules(raw: Any, lines: _LineMap, source: str) -> list[Rule]:
                 relative_to_baseline=relative,
                 phases=_read_phases(t, DEFAULT_RULE_PHASES),
                 group=t.str_("group", _DEFAULT_GROUP[vital]),
+                alarm_group=_read_alarm_group(t, vital, op),
                 advice=t.str_("advice", ""),
                 overridable=t.boolean("overridable", True),
                 line=lines.line("rule", t.index, "id"),
             )
         )
     return rules
+
+
+def _read_alarm_group(t: _Table, vital: Vital, op: Op) -> str:
+    name = t.str_("alarm_group", default_alarm_group(vital, op))
+    if not _ID.match(name):
+        raise t.error(
+            "must be lower case letters, digits and _ (starting with a letter)", "alarm_group"
+        )
+    return name
+
+
+def _check_alarm_groups(
+    rules: Sequence[Rule], ids: Mapping[str, int | None], lines: _LineMap, source: str
+) -> None:
+    """The tiers of one alarm are limits on one vital in one direction (its text shows that
+    vital's value and its worst value), and an alarm group's name is not another check's id
+    (alarm ids and the alarm log name alarms by their group)."""
+    first: dict[str, Rule] = {}
+    for index, rule in enumerate(rules):
+        name = rule.alarm_group
+
+        def error(problem: str, rule: Rule = rule, index: int = index) -> ProtocolError:
+            line = lines.line("rule", index, "alarm_group")  # or the rule's table
+            return ProtocolError(
+                problem, source=source, line=line, rule_id=rule.id, key="alarm_group"
+            )
+
+        if name in ids and name not in {r.id for r in rules if r.alarm_group == name}:
+            raise error(f"{name!r} is the id of another rule or check, not an alarm group")
+        other = first.setdefault(name, rule)
+        if other.vital is not rule.vital:
+            raise error(
+                f"alarm group {name!r} is on {other.vital.value} ({other.id!r}), not "
+                f"{rule.vital.value}: the tiers of one alarm are limits on one vital"
+            )
+        if other.op.is_upper is not rule.op.is_upper:
+            way = "upper" if other.op.is_upper else "lower"
+            raise error(
+                f"alarm group {name!r} holds {way} limits ({other.id!r}): the tiers of one "
+                "alarm go one way"
+            )
 
 
 def _read_technical(raw: Any, lines: _LineMap, source: str) -> list[TechnicalCheck]:

@@ -9,9 +9,10 @@ from sqlalchemy import select
 from app.alarms import repository
 from app.events import AlarmOut
 from app.storage.db import Database
-from app.storage.models import Alarm, InfusionSession
+from app.storage.models import Alarm, AlarmTransitionRecord, InfusionSession
 from monitor.lifecycle import AlarmLifecycle, AlarmRecord, AlarmTransition, ConditionChange
 from monitor.protocol import AlarmKind, LifecycleSettings, Priority
+from monitor.vitals import Vital
 from tests.conftest import Clinic
 
 SETTINGS = LifecycleSettings(
@@ -60,7 +61,32 @@ def lifecycle_story(session_key: str) -> list[AlarmTransition]:
     change("spo2_low", False, 10, 95, Priority.MEDIUM)  # cleared
     change("spo2_low", True, 20, 87, Priority.MEDIUM)  # a new alarm
     log += life.acknowledge(log[-1].alarm_id, actor="rn.b", time=T0 + 25.5)
+
+    # Two tiers of one blood-pressure alarm: its group, vital and worst value are kept too.
+    def tier(rule: str, limit: float, value: float, priority: Priority, at: float) -> None:
+        text = f"SBP {value:g} ≥ {limit:g}"
+        log.extend(
+            life.apply(
+                ConditionChange(session_key, rule, AlarmKind.PHYSIOLOGICAL, priority, True,
+                                T0 + at, value, limit, text, group="sbp_high",
+                                vital=Vital.NIBP_SYS, upper=True)
+            )
+        )  # fmt: skip
+
+    tier("sbp_high_medium", 160, 172, Priority.MEDIUM, 30)
+    tier("sbp_high_crisis", 200, 204, Priority.CRISIS, 330)
+    log += life.observe(session_key, "sbp_high", 209, T0 + 630, upper=True)
     return log
+
+
+def test_the_story_has_a_tiered_alarm_with_its_worst_value() -> None:
+    tiered = [t for t in lifecycle_story("5") if t.group == "sbp_high"]
+    assert [(t.event.value, t.rule_id, t.priority, t.worst_value) for t in tiered] == [
+        ("raised", "sbp_high_medium", Priority.MEDIUM, 172),
+        ("tier_changed", "sbp_high_crisis", Priority.CRISIS, 204),
+        ("worsened", "sbp_high_crisis", Priority.CRISIS, 209),
+    ]
+    assert {(t.vital, t.alarm_id) for t in tiered} == {(Vital.NIBP_SYS, tiered[0].alarm_id)}
 
 
 def test_a_stored_and_reloaded_alarm_is_its_record_on_the_wire(clinic: Clinic) -> None:
@@ -91,6 +117,11 @@ def test_a_stored_and_reloaded_alarm_is_its_record_on_the_wire(clinic: Clinic) -
                         assert abs(mine - stored) < 1e-6, field.name
                     else:
                         assert mine == stored, field.name
+            # Each stored transition keeps the tier it showed: the history of tier changes.
+            stored = session.execute(
+                select(AlarmTransitionRecord.rule_id).order_by(AlarmTransitionRecord.id)
+            ).scalars()
+            assert list(stored) == [t.rule_id for t in transitions]
             # The restored records are the engine's own alarms again.
             life = AlarmLifecycle(SETTINGS)
             restored = life.restore(repository.active_alarm_records(session))
@@ -126,4 +157,7 @@ def test_every_wire_field_comes_from_the_record() -> None:
         "cleared_at": None,
         "escalate_at": "2026-09-21T14:18:20.123456Z",
         "protocol_version": "v2",
+        "group": "hr_high",  # a condition without a group is an alarm of its own
+        "vital": None,
+        "worst_value": None,
     }

@@ -149,6 +149,7 @@ def _alarm(session_id: int, chair_id: int, alarm_id: str) -> Alarm:
         audio_paused=False,
         raised_at=utcnow(),
         protocol_version="test",
+        alarm_group="spo2_low",
     )
 
 

@@ -126,6 +126,7 @@ def _add_transition(
     session.add(
         AlarmTransitionRecord(
             alarm_id=transition.alarm_id,
+            rule_id=transition.rule_id,
             event=transition.event.value,
             state=transition.state.value,
             priority=transition.priority.value,

@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from app.storage.types import UTCDateTime
 from monitor.lifecycle import AlarmRecord, AlarmState
 from monitor.protocol import AlarmKind, Phase, Priority
+from monitor.vitals import Vital
 
 # Named constraints let one Alembic history alter tables on SQLite (batch mode) and PostgreSQL.
 NAMING_CONVENTION = {
@@ -217,6 +218,9 @@ class Alarm(Base):
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     escalate_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     protocol_version: Mapped[str] = mapped_column(String(40))
+    alarm_group: Mapped[str] = mapped_column(String(64))  # one alarm per session and group
+    vital: Mapped[str | None] = mapped_column(String(16))  # what its tiers watch
+    worst_value: Mapped[float | None] = mapped_column(Float)  # reached while it held
 
     # The one mapping between the engine's `AlarmRecord` and this row, both ways.
 
@@ -244,6 +248,9 @@ class Alarm(Base):
         self.cleared_at = _optional_moment(record.cleared_at)
         self.escalate_at = _optional_moment(record.escalate_at)
         self.protocol_version = record.protocol_version
+        self.alarm_group = record.group
+        self.vital = None if record.vital is None else record.vital.value
+        self.worst_value = record.worst_value
 
     def record(self) -> AlarmRecord:
         """The engine's record of this alarm, as stored."""
@@ -265,6 +272,9 @@ class Alarm(Base):
             cleared_at=_optional_epoch(self.cleared_at),
             escalate_at=_optional_epoch(self.escalate_at),
             protocol_version=self.protocol_version,
+            group=self.alarm_group,
+            vital=None if self.vital is None else Vital(self.vital),
+            worst_value=self.worst_value,
         )
 
 
@@ -294,6 +304,7 @@ class AlarmTransitionRecord(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     alarm_id: Mapped[str] = mapped_column(ForeignKey("alarms.id"))
+    rule_id: Mapped[str] = mapped_column(String(64))  # the tier shown after the change
     event: Mapped[str] = mapped_column(String(24))
     state: Mapped[str] = mapped_column(String(16))
     priority: Mapped[str] = mapped_column(String(16))

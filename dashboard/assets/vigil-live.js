@@ -84,6 +84,13 @@
     return String(Math.round(value));
   }
 
+  // A value as alarm texts write it (monitor/alarm_text.py `number`): whole numbers plain,
+  // else up to two decimals.
+  function numberText(value) {
+    if (value === Math.round(value)) return String(Math.round(value));
+    return value.toFixed(2).replace(/0+$/, "").replace(/\.$/, "");
+  }
+
   function setText(el, text) {
     if (el && el.textContent !== text) el.textContent = text;
   }
@@ -167,16 +174,40 @@
     var rate = rateVital(v, phase);
     var r = v[rate];
     setVital(tile, "hr", r ? fmt(r.value) : "---", rate === "pr" ? "PR" : "HR", r && r.received_time);
+    // The numeric an alarm on its vital colours (HR or PR, whichever the tile shows).
+    vitalEl(tile, "hr").querySelector(".value").dataset.numeric = rate;
     setVital(tile, "spo2", v.spo2 ? fmt(v.spo2.value) : "---", null, v.spo2 && v.spo2.received_time);
+    vitalEl(tile, "spo2").querySelector(".value").dataset.numeric = "spo2";
     var sq = signalQuality(v, phase);
     var mark = tile.querySelector(".signal");
     setText(mark, sq[1]);
     mark.className = "signal" + (sq[0] ? " sq-" + sq[0] : "");
     var flagged = v.spo2 && (v.spo2.quality || []).length > 0;
     vitalEl(tile, "spo2").classList.toggle("flagged", !!flagged);
-    var sys = v.nibp_sys, dia = v.nibp_dia, mean = v.nibp_mean;
-    var nibp = sys && dia ? fmt(sys.value) + "/" + fmt(dia.value) + (mean ? " (" + fmt(mean.value) + ")" : "") : "---";
-    setVital(tile, "nibp", nibp, null, sys && sys.received_time);
+    setNibp(tile, v.nibp_sys, v.nibp_dia, v.nibp_mean);
+    refreshAlarmView(chair, tile);
+  }
+
+  // NIBP as "sys/dia (mean)", each number its own element so that an alarm on one of them
+  // colours that number alone.
+  function setNibp(tile, sys, dia, mean) {
+    var el = vitalEl(tile, "nibp");
+    if (!el) return;
+    var value = el.querySelector(".value");
+    if (!(sys && dia)) {
+      setText(value, "---");
+    } else {
+      if (!value.querySelector('[data-numeric="nibp_sys"]')) {
+        value.innerHTML = '<span data-numeric="nibp_sys"></span>/<span data-numeric="nibp_dia">' +
+          '</span><span class="nibp-mean"> (<span data-numeric="nibp_mean"></span>)</span>';
+      }
+      setText(value.querySelector('[data-numeric="nibp_sys"]'), fmt(sys.value));
+      setText(value.querySelector('[data-numeric="nibp_dia"]'), fmt(dia.value));
+      setText(value.querySelector('[data-numeric="nibp_mean"]'), mean ? fmt(mean.value) : "");
+      value.querySelector(".nibp-mean").hidden = !mean;
+    }
+    el.dataset.received = (sys && sys.received_time) || "";
+    el.classList.toggle("no-value", !(sys && sys.received_time));
   }
 
   // IEC 60601-1-8: high red flashing ~2 Hz, medium yellow ~0.5 Hz; technical alarms cyan.
@@ -212,6 +243,9 @@
     return score;
   }
 
+  // Every alarm of the chair gets a line, most severe first: one per parameter (the server
+  // keeps one alarm per alarm group), so a tile never needs "+N more". Lines that do not fit
+  // the tile make it denser (fitAlarms).
   function renderAlarms(chair) {
     var tile = tileFor(chair.chair_id);
     if (!tile) return;
@@ -225,23 +259,124 @@
     tile.dataset.alarmCount = String(ordered.length);
     var status = tile.querySelector(".tile-status");
     status.textContent = "";
-    ordered.slice(0, 2).forEach(function (alarm) {
+    ordered.forEach(function (alarm) {
       var line = document.createElement("div");
-      line.className = "alarm-line " + alarm.kind + " " + alarm.priority + " " + alarm.state;
+      line.className = "alarm-line " + alarm.kind + " " + alarm.priority + " " + alarm.state +
+        (alarm.condition_active ? "" : " ended");
       line.dataset.alarmId = alarm.alarm_id;
-      line.textContent = alarm.text + (alarm.state === "acknowledged" ? " (ack " + alarm.acknowledged_by + ")" : "");
       status.appendChild(line);
     });
-    if (ordered.length > 2) {
-      var more = document.createElement("div");
-      more.className = "alarm-more";
-      more.textContent = "+" + (ordered.length - 2) + " more";
-      status.appendChild(more);
-    }
+    refreshAlarmView(chair, tile);
     var raised = ordered.filter(function (a) { return a.state === "raised"; });
     tile.querySelector(".ack-button").hidden = raised.length === 0;
     tile.querySelector(".pause-button").hidden =
       raised.length === 0 || raised.every(function (a) { return a.audio_paused; });
+    fitAlarms(tile); // last: the buttons take room too
+  }
+
+  // An alarm text reads "label value op limit (notes): advice" (monitor/alarm_text.py).
+  var ALARM_TEXT = /^(\S+) (\S+) (\S+) (\S+)(?: \(([^)]*)\))?(.*)$/;
+
+  // An alarm's text with the chair's live value in place of the one it was last stored
+  // with, and the worst value reached beside it, while its condition lasts and the live
+  // value still breaks the tier's limit.
+  function alarmLineText(alarm, chair) {
+    var text = alarm.text;
+    var live = alarm.vital && alarm.condition_active ? chair.vitals[alarm.vital] : null;
+    var phase = chair.session ? chair.session.phase : "";
+    var parts = live && alarm.value !== null && alarm.limit !== null && !(live.quality || []).length &&
+      isFresh(live, freshS(alarm.vital, phase)) ? ALARM_TEXT.exec(text) : null;
+    if (parts && parts[2] === numberText(alarm.value) && breaks(parts[3], live.value, alarm.limit)) {
+      var lower = parts[3] === "<" || parts[3] === "\u2264";
+      var worst = alarm.worst_value === null ? live.value :
+        lower ? Math.min(alarm.worst_value, live.value) : Math.max(alarm.worst_value, live.value);
+      var notes = (parts[5] ? parts[5].split("; ") : []).filter(function (note) {
+        return !/^(lowest|highest) /.test(note);
+      });
+      if (numberText(worst) !== numberText(live.value)) {
+        notes.push((lower ? "lowest " : "highest ") + numberText(worst));
+      }
+      text = [parts[1], numberText(live.value), parts[3], parts[4]].join(" ") +
+        (notes.length ? " (" + notes.join("; ") + ")" : "") + parts[6];
+    }
+    if (!alarm.condition_active) text += " (ended)";
+    if (alarm.state === "acknowledged") text += " (ack " + alarm.acknowledged_by + ")";
+    return text;
+  }
+
+  function breaks(symbol, value, limit) {
+    if (symbol === "<") return value < limit;
+    if (symbol === "\u2264") return value <= limit;
+    if (symbol === ">") return value > limit;
+    if (symbol === "\u2265") return value >= limit;
+    return false;
+  }
+
+  // Line texts follow the live values; each numeric with an alarm on its vital is drawn in
+  // that alarm's priority colour (the snapshot's display facts), the most severe one's.
+  function refreshAlarmView(chair, tile) {
+    var byId = {};
+    var worst = {};
+    (chair.alarms || []).forEach(function (alarm) {
+      byId[alarm.alarm_id] = alarm;
+      if (!alarm.vital || !alarm.condition_active) return;
+      var held = worst[alarm.vital];
+      if (!held || rankIn("priority_order", alarm.priority) > rankIn("priority_order", held.priority)) {
+        worst[alarm.vital] = alarm;
+      }
+    });
+    var lines = tile.querySelectorAll(".alarm-line");
+    for (var i = 0; i < lines.length; i++) {
+      var alarm = byId[lines[i].dataset.alarmId];
+      if (!alarm) continue;
+      var text = alarmLineText(alarm, chair);
+      setText(lines[i], text);
+      if (lines[i].title !== text) lines[i].title = text; // whole, when a dense tile cuts it
+    }
+    var numerics = tile.querySelectorAll("[data-numeric]");
+    for (var j = 0; j < numerics.length; j++) {
+      var el = numerics[j];
+      var cause = worst[el.dataset.numeric];
+      var priority = cause ? cause.priority : "";
+      if ((el.dataset.alarmPriority || "") === priority) continue;
+      el.dataset.alarmPriority = priority;
+      el.classList.toggle("alarm-numeric", !!cause);
+      if (cause) el.style.setProperty("--alarm-colour", displayFact("priority_colours", priority));
+      else el.style.removeProperty("--alarm-colour");
+    }
+  }
+
+  // Denser steps until the alarm lines fit inside the tile: no sparklines, then smaller
+  // alarm text, then the lines in two columns. A tile is fitted again whenever its vitals
+  // or its alarm block change size (a value's age appearing adds a line to the SpO2 cell).
+  var DENSEST = 4;
+  var resized = typeof ResizeObserver === "function" ? new ResizeObserver(function (entries) {
+    var tiles = [];
+    entries.forEach(function (entry) {
+      var tile = entry.target.closest(".tile");
+      if (tile && tiles.indexOf(tile) < 0) tiles.push(tile);
+    });
+    tiles.forEach(fitAlarms);
+  }) : null;
+
+  function fitAlarms(tile) {
+    if (resized && !tile.dataset.fitted) {
+      tile.dataset.fitted = "watched";
+      resized.observe(tile.querySelector(".tile-vitals"));
+      resized.observe(tile.querySelector(".tile-alarm"));
+    }
+    var density = 0;
+    tile.dataset.density = "0";
+    if (!tile.querySelector(".alarm-line") || tile.offsetParent === null) return;
+    while (density < DENSEST && alarmsOverflow(tile)) {
+      density += 1;
+      tile.dataset.density = String(density);
+    }
+  }
+
+  function alarmsOverflow(tile) {
+    var inner = tile.getBoundingClientRect().bottom - tile.clientTop;
+    return tile.querySelector(".tile-alarm").getBoundingClientRect().bottom > inner + 0.5;
   }
 
   function applyAlarm(msg) {
@@ -405,7 +540,9 @@
     var linkText = "";
     if (disconnected) linkText = "disconnected for " + formatAge(silentS);
     else if (session && !heard) linkText = "no data from the monitor yet";
-    setText(tile.querySelector(".tile-link"), linkText);
+    var linkEl = tile.querySelector(".tile-link");
+    var refit = (linkEl.textContent === "") !== (linkText === "");
+    setText(linkEl, linkText);
 
     // Next cuff: the session's NIBP interval (set in the chair view; 0: no schedule), else
     // the phase's, after the last reading.
@@ -428,8 +565,11 @@
     var until = session ? link.pausedUntil[session.session_id] : null;
     if (until && until > now) pauseLeft = "audio paused " + formatClock((until - now) / 1000);
     else if (until) delete link.pausedUntil[session.session_id];
-    setText(tile.querySelector(".pause-left"), pauseLeft);
+    var pauseEl = tile.querySelector(".pause-left");
+    refit = refit || (pauseEl.textContent === "") !== (pauseLeft === "");
+    setText(pauseEl, pauseLeft);
     tile.classList.toggle("audio-paused", !!pauseLeft);
+    if (refit) fitAlarms(tile); // a line came or went: the alarm lines have more or less room
   }
 
   function refreshAges() {
@@ -534,7 +674,9 @@
         (link.filters.alarming && alarming) ||
         (link.filters.disconnected && chair.disconnected) ||
         (link.filters.infusion && infusion);
+      var shownAgain = show && tile.classList.contains("filtered-out");
       tile.classList.toggle("filtered-out", !show);
+      if (shownAgain) fitAlarms(tile); // measured while hidden: measure again
       if (show) shown += 1;
       var order = link.sort === "severity" ? String(100 - severity(chair)) : "";
       if (tile.style.order !== order) tile.style.order = order;

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
+from functools import cache
 from typing import Literal
 
 from monitor.engine import AlarmEngine
 from monitor.lifecycle import AlarmTransition, TransitionEvent
-from monitor.protocol import Phase, Protocol
+from monitor.protocol import Phase, Protocol, default_protocol
 from monitor.vitals import SampleQuality, Vital
 
 KEY = "chair-1"
@@ -15,8 +17,26 @@ KEY = "chair-1"
 EvaluatorKind = Literal["vector", "reference"]
 
 
+@cache
+def one_alarm_per_rule() -> Protocol:
+    """The default protocol with every rule an alarm of its own (its own alarm group).
+
+    The scenario tests pin each rule's condition (when it is raised, when it ends); with one
+    alarm per rule, every condition shows in the transition log under its rule id. The
+    default protocol's grouping (tiers of one alarm per parameter) has tests of its own.
+    """
+    protocol = default_protocol()
+    return replace(
+        protocol, rules=tuple(replace(rule, alarm_group=rule.id) for rule in protocol.rules)
+    )
+
+
 class Chair:
-    """One session on one engine; records every transition the engine returns."""
+    """One session on one engine; records every transition the engine returns.
+
+    Without a `protocol`, each rule is an alarm of its own (`one_alarm_per_rule`); pass
+    `default_protocol()` for the alarms a clinic sees, one per parameter.
+    """
 
     def __init__(
         self,
@@ -26,6 +46,7 @@ class Chair:
         protocol: Protocol | None = None,
         start: float = 0.0,
     ) -> None:
+        protocol = one_alarm_per_rule() if protocol is None else protocol
         self.engine = AlarmEngine(protocol, evaluator=evaluator)
         self.engine.add_session(KEY, phase, start)
         self.log: list[AlarmTransition] = []

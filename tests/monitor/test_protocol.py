@@ -43,7 +43,7 @@ def line_of(text: str, needle: str, start: int = 0) -> int:
 
 def test_default_protocol_matches_the_brief() -> None:
     p = default_protocol()
-    assert p.version == "2025.1"
+    assert p.version == "2025.2"
 
     def rule(rule_id: str) -> tuple[object, ...]:
         r = p.rule(rule_id)
@@ -175,9 +175,9 @@ def test_toml_syntax_errors_have_a_line() -> None:
 
 def test_version_is_required() -> None:
     with pytest.raises(ProtocolError, match="'version': is required"):
-        parse_protocol(DEFAULT.replace('version = "2025.1"\n', ""))
+        parse_protocol(DEFAULT.replace('version = "2025.2"\n', ""))
     with pytest.raises(ProtocolError, match="must not be empty"):
-        parse_protocol(DEFAULT.replace('version = "2025.1"', 'version = " "'))
+        parse_protocol(DEFAULT.replace('version = "2025.2"', 'version = " "'))
 
 
 def test_error_message_reads_well() -> None:
@@ -191,7 +191,7 @@ def test_error_message_reads_well() -> None:
 
 def test_load_protocol_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
-    path.write_text(DEFAULT.replace('version = "2025.1"', 'version = "site-7"'), encoding="utf-8")
+    path.write_text(DEFAULT.replace('version = "2025.2"', 'version = "site-7"'), encoding="utf-8")
     assert load_protocol(path).version == "site-7"
     path.write_text(DEFAULT.replace("limit = 93", "limit = 930", 1), encoding="utf-8")
     with pytest.raises(ProtocolError, match=r"^site\.toml:\d+: 'spo2_low_medium'"):
@@ -254,7 +254,7 @@ def test_override_records_who_why_old_new_and_time() -> None:
         "dr.ng",
         "athlete",
         50.0,
-        "2025.1",
+        "2025.2",
     )
     assert limits.limit("hr_high_medium") == 120
     second = limits.override("hr_high_medium", 125, who="dr.ng", why="still fine", time=60.0)
