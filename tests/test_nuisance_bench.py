@@ -33,7 +33,6 @@ def test_a_transient_desaturation_is_counted_and_found(bench: ModuleType) -> Non
     engine = bench.count_raised(transitions)
     assert engine > 0
     assert len(raw) >= engine
-    # SpO2 ≤ 93, then ≤ 90 while the first holds: one alarm per vital counts them once.
     # The engine raises one alarm per parameter (tiers of one vital are one alarm), so
     # counting one per vital finds nothing more to fold.
     assert 0 < bench.count_per_parameter(transitions) <= engine
