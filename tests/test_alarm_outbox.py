@@ -318,7 +318,8 @@ def test_writing_the_same_transitions_again_adds_nothing(clinic: Clinic) -> None
             first = session.scalars(select(AlarmTransitionRecord).limit(1)).one()
             session.add(
                 AlarmTransitionRecord(
-                    alarm_id=first.alarm_id, event=first.event, state=first.state,
+                    alarm_id=first.alarm_id, rule_id=first.rule_id, event=first.event,
+                    state=first.state,
                     priority=first.priority, at=first.at, value=None, limit_value=None,
                     text="again", actor=None, condition_active=True, audio_paused=False,
                 )

@@ -86,12 +86,14 @@ def seed_history(url: str) -> None:
                     condition_active=False, audio_paused=False, raised_at=at,
                     acknowledged_at=at + timedelta(seconds=40), acknowledged_by="nurse",
                     cleared_at=at + timedelta(minutes=1), protocol_version="test",
+                    alarm_group="spo2_low",
                 )
             )  # fmt: skip
             session.flush()
             session.add_all(
                 AlarmTransitionRecord(
-                    alarm_id=alarm_id, event=event, state=event, priority="high",
+                    alarm_id=alarm_id, rule_id="spo2_low", event=event, state=event,
+                    priority="high",
                     at=at + timedelta(seconds=offset), value=88 - index, limit_value=90,
                     text="SpO2 low", actor="nurse" if event == "acknowledged" else None,
                     condition_active=event == "raised", audio_paused=False,
