@@ -59,15 +59,16 @@ def test_the_list_links_to_a_session_page_with_its_trace_and_alarm_spans(
 
     expect(page.locator("#review-trace .main-svg").first).to_be_visible(timeout=15000)
     expect(page.locator("h1")).to_contain_text("R.V. (P-REVIEW)")
-    # The three alarms as spans coloured by priority, and drawn (one path per shape).
+    # The alarms as spans coloured by priority, and drawn (one path per shape): SpO2's
+    # tiers are one alarm (shown at its worst, high), and the SBP one.
     spans = alarm_spans(page)
-    assert sorted(s["name"].split(":")[1] for s in spans) == ["high", "medium", "medium"]
+    assert sorted(s["name"].split(":")[1] for s in spans) == ["high", "medium"]
     assert {s["colour"] for s in spans if ":high:" in s["name"]} == {"#f85149"}
     expect(page.locator("#review-trace .shapelayer path")).not_to_have_count(0)
 
     figures = page.locator("#review-figures")
     expect(figures).to_contain_text("seconds SpO2 below 90 %30")
-    expect(figures).to_contain_text("0 / 2 / 1 / 0")
+    expect(figures).to_contain_text("0 / 1 / 1 / 0")
     expect(page.locator("#review-alarm-log")).to_contain_text("rn.lee")
     for label in ("CSV (replayable)", "HL7 v2", "FHIR", "report (PDF)"):
         expect(page.locator("#review-exports").get_by_text(label)).to_be_visible()
