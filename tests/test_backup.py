@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -29,7 +27,7 @@ from app.storage.models import (
     Sample,
 )
 from app.timeutil import utcnow
-from tests.conftest import Clinic, LiveServer
+from tests.conftest import Clinic, LiveServer, scratch_postgres_database
 from tests.test_cli import env_with, run
 
 KEPT_TABLES = ("samples", "alarms", "alarm_transitions", "audit_events")
@@ -42,16 +40,8 @@ def scratch_url(database_url: str, tmp_path: Path) -> Iterator[str]:
     if database_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'restored' / 'vigil.sqlite'}"
         return
-    name = f"vigil_restore_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres_database(database_url, "vigil_restore") as url:
+        yield url
 
 
 def seed_history(url: str) -> None:
